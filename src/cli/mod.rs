@@ -1,0 +1,147 @@
+//! The multi-call command line: `bootherd SUBCOMMAND ...`, or a link named `bootherd-SUBCOMMAND`.
+//!
+//! Exit codes: 0 success, 1 the work failed (network, remote error, I/O), 2 usage or
+//! configuration error.
+
+pub mod args;
+mod fetch;
+mod tftp;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitCode;
+
+use args::{Args, UsageError};
+
+/// How a subcommand failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// Wrong arguments (exit 2).
+    Usage(UsageError),
+    /// The work failed (exit 1).
+    Failed(String),
+}
+
+impl From<UsageError> for CliError {
+    fn from(e: UsageError) -> Self {
+        CliError::Usage(e)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(e) => write!(f, "{e}"),
+            CliError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+struct Command {
+    name: &'static str,
+    summary: &'static str,
+    usage: &'static str,
+    run: fn(Args) -> Result<(), CliError>,
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "tftp",
+        summary: "read-only TFTP server",
+        usage: tftp::USAGE,
+        run: tftp::run,
+    },
+    Command {
+        name: "fetch",
+        summary: "download a file over TFTP",
+        usage: fetch::USAGE,
+        run: fetch::run,
+    },
+];
+
+const VERSION: &str = concat!("bootherd ", env!("CARGO_PKG_VERSION"));
+
+fn overview() -> String {
+    let mut s = format!(
+        "{VERSION}: spreads network-booting machines across boot servers by their live load.\n\n\
+         Usage: bootherd <command> [options]   (bootherd <command> --help for each)\n\nCommands:\n"
+    );
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<10} {}\n", c.name, c.summary));
+    }
+    s.push_str(
+        "\nExit codes: 0 success, 1 failure, 2 usage or configuration error.\n\
+         Logging: BOOTHERD_LOG=off|warn|info|debug (default info), on stderr.\n",
+    );
+    s
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    if let Some(level) = std::env::var("BOOTHERD_LOG")
+        .ok()
+        .and_then(|v| crate::log::parse_level(&v))
+    {
+        crate::log::set_level(level);
+    }
+    let mut argv = argv.into_iter();
+    let program = argv.next().unwrap_or_default();
+    // Multi-call: a link named `bootherd-fetch` runs `bootherd fetch`.
+    let linked = std::path::Path::new(&program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("bootherd-"))
+        .map(OsString::from);
+    let mut rest: Vec<OsString> = argv.collect();
+    let name = match linked {
+        Some(name) => name,
+        None if rest.is_empty() => {
+            eprint!("{}", overview());
+            return ExitCode::from(2);
+        }
+        None => rest.remove(0),
+    };
+    let name = name.to_string_lossy();
+    match name.as_ref() {
+        "-h" | "--help" | "help" => {
+            print!("{}", overview());
+            return ExitCode::SUCCESS;
+        }
+        "-V" | "--version" => {
+            println!("{VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let Some(command) = COMMANDS.iter().find(|c| c.name == name) else {
+        eprintln!("bootherd: unknown command {name:?}\n");
+        eprint!("{}", overview());
+        return ExitCode::from(2);
+    };
+    let args = match Args::new(rest) {
+        Ok(args) => args,
+        Err(e) => return usage_error(command, &e),
+    };
+    if args.has(&["-h", "--help"]) {
+        print!("{}", command.usage);
+        return ExitCode::SUCCESS;
+    }
+    if args.has(&["-V", "--version"]) {
+        println!("{VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    match (command.run)(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(e)) => usage_error(command, &e),
+        Err(CliError::Failed(e)) => {
+            eprintln!("bootherd {}: {e}", command.name);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage_error(command: &Command, e: &UsageError) -> ExitCode {
+    eprintln!("bootherd {}: {e}\n", command.name);
+    eprint!("{}", command.usage);
+    ExitCode::from(2)
+}

@@ -1,0 +1,85 @@
+//! `bootherd tftp`: the standalone read-only TFTP server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::{Args, UsageError};
+use super::CliError;
+use crate::tftp::options::{Limits, BLKSIZE_RANGE};
+use crate::tftp::server::{Server, ServerConfig};
+use crate::tftp::source::DirSource;
+use crate::tftp::transfer::Retransmit;
+
+pub const USAGE: &str = "\
+Usage: bootherd tftp --root DIR [--listen ADDR:PORT] [options]
+
+Serves the regular files below DIR, read-only, over TFTP (RFC 1350, 2347, 2348, 2349, 7440).
+
+Options:
+  --root DIR             directory to serve (required)
+  --listen ADDR:PORT     address to listen on [default: 0.0.0.0:69]
+  --max-blksize N        largest block size granted, 8..65464 [default: 1468]
+  --max-windowsize N     largest window granted, 1..65535 [default: 64]
+  --max-transfers N      transfers at once; more are refused at once [default: 512]
+  --single-port          serve every transfer from the listening port (NAT, firewalls)
+  --timeout-ms N         retransmission timeout [default: 1000]
+  --retries N            retransmissions without progress before giving up [default: 5]
+  -h, --help             this help
+  -V, --version          print the version
+";
+
+pub fn run(mut args: Args) -> Result<(), CliError> {
+    let defaults = ServerConfig::default();
+    let root: PathBuf = args.required(&["--root"])?;
+    let listen: SocketAddr = args.value(&["--listen"])?.unwrap_or(defaults.listen);
+    let max_blksize: u16 = args
+        .value(&["--max-blksize"])?
+        .unwrap_or(defaults.limits.max_blksize);
+    if max_blksize < BLKSIZE_RANGE.0 || max_blksize > BLKSIZE_RANGE.1 {
+        return Err(UsageError(format!("--max-blksize {max_blksize}: must be 8..65464")).into());
+    }
+    let max_windowsize: u16 = args
+        .value(&["--max-windowsize"])?
+        .unwrap_or(defaults.limits.max_windowsize);
+    if max_windowsize == 0 {
+        return Err(UsageError("--max-windowsize 0: must be at least 1".into()).into());
+    }
+    let max_transfers: usize = args
+        .value(&["--max-transfers"])?
+        .unwrap_or(defaults.max_transfers);
+    let timeout_ms: u64 = args
+        .value(&["--timeout-ms"])?
+        .unwrap_or(defaults.retransmit.timeout.as_millis() as u64);
+    let retries: u32 = args
+        .value(&["--retries"])?
+        .unwrap_or(defaults.retransmit.retries);
+    let single_port = args.flag(&["--single-port"]);
+    args.finish()?;
+
+    let source =
+        DirSource::new(&root).map_err(|e| UsageError(format!("--root {}: {e}", root.display())))?;
+    let config = ServerConfig {
+        listen,
+        limits: Limits {
+            max_blksize,
+            max_windowsize,
+        },
+        retransmit: Retransmit {
+            timeout: Duration::from_millis(timeout_ms.max(1)),
+            retries,
+        },
+        max_transfers,
+        single_port,
+    };
+    smol::block_on(async {
+        let server = Server::bind(config, Arc::new(source))
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
+        server
+            .run()
+            .await
+            .map_err(|e| CliError::Failed(format!("server stopped: {e}")))
+    })
+}
