@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::args::{Args, UsageError};
@@ -52,13 +53,7 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     if output.is_empty() {
         return Err(UsageError("no file name in the URL: give -o FILE".into()).into());
     }
-    let mut out: Box<dyn Write> = if output == "-" {
-        Box::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()))
-    } else {
-        let file = File::create(&output)
-            .map_err(|e| CliError::Failed(format!("cannot create {output}: {e}")))?;
-        Box::new(BufWriter::with_capacity(1 << 20, file))
-    };
+    let mut sink = Sink::open(&output).map_err(CliError::Failed)?;
     let spec = RequestSpec {
         path: path.clone(),
         blksize,
@@ -69,19 +64,14 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
         timeout: Duration::from_millis(timeout_ms.max(1)),
         retries,
     };
+    let mut out = BufWriter::with_capacity(1 << 20, &mut sink);
     let result = smol::block_on(fetch(server, spec, retransmit, &mut out))
         .map_err(|e| e.to_string())
         .and_then(|stats| out.flush().map(|()| stats).map_err(|e| e.to_string()));
-    let stats = match result {
+    drop(out);
+    let stats = match result.and_then(|stats| sink.finish().map(|()| stats)) {
         Ok(stats) => stats,
-        Err(e) => {
-            drop(out);
-            if output != "-" {
-                // Leave nothing half-written that could pass for the file.
-                let _ = std::fs::remove_file(&output);
-            }
-            return Err(CliError::Failed(format!("{url}: {e}")));
-        }
+        Err(e) => return Err(CliError::Failed(format!("{url}: {e}"))),
     };
     if !quiet {
         eprintln!(
@@ -94,6 +84,68 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// Where the bytes go. A regular file is written as `FILE.part` and renamed when complete, so a
+/// failed fetch never leaves something that could pass for the file (and never removes a file
+/// it did not write); stdout and special files (`/dev/null`, FIFOs) are written directly.
+struct Sink {
+    writer: Box<dyn Write>,
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+impl Sink {
+    fn open(output: &str) -> Result<Sink, String> {
+        if output == "-" {
+            return Ok(Sink {
+                writer: Box::new(io::stdout().lock()),
+                rename: None,
+            });
+        }
+        let target = PathBuf::from(output);
+        let special = std::fs::metadata(&target).is_ok_and(|m| !m.is_file());
+        let written = if special {
+            target.clone()
+        } else {
+            let mut part = target.clone().into_os_string();
+            part.push(".part");
+            PathBuf::from(part)
+        };
+        let file = File::create(&written)
+            .map_err(|e| format!("cannot create {}: {e}", written.display()))?;
+        Ok(Sink {
+            writer: Box::new(file),
+            rename: (!special).then_some((written, target)),
+        })
+    }
+
+    /// Moves a complete download into place.
+    fn finish(&self) -> Result<(), String> {
+        match &self.rename {
+            Some((part, target)) => std::fs::rename(part, target)
+                .map_err(|e| format!("cannot rename {}: {e}", part.display())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some((part, _)) = &self.rename {
+            // Gone already after a successful rename; otherwise the partial download goes.
+            let _ = std::fs::remove_file(part);
+        }
+    }
 }
 
 /// Splits `tftp://HOST[:PORT]/PATH` into a resolved server address and the path.

@@ -306,7 +306,7 @@ impl Server {
 
 /// Serves one transfer from its own socket until it ends.
 async fn serve_alone(socket: UdpSocket, mut job: Job) {
-    let mut buf = vec![0u8; usize::from(job.transfer.blksize()) + 4];
+    let mut buf = vec![0u8; job.transfer.buffer_len()];
     let mut timer = Timer::never();
     loop {
         if flush(&socket, &mut job, &mut buf).await {

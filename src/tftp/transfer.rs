@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use super::options::Negotiated;
 use super::source::ReadAt;
-use super::wire::{emit_data_header, ErrorCode, Packet, DATA_HEADER_LEN};
+use super::wire::{emit_data_header, ErrorCode, Packet, DATA_HEADER_LEN, MAX_OPTIONS_LEN};
 use super::Transmit;
+
+/// Room for the longest OACK or ERROR this side sends.
+const CONTROL_PACKET_LEN: usize = 4 + MAX_OPTIONS_LEN + 64;
 
 /// Retransmission settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +130,10 @@ impl Transfer {
         self.size
     }
 
-    /// Negotiated block size; the caller's buffer must hold `blksize + 4` bytes.
-    pub fn blksize(&self) -> u16 {
-        self.options.blksize
+    /// Length of the buffer [`Transfer::poll_transmit`] needs: a DATA packet of the negotiated
+    /// block size, or the OACK or an ERROR, whichever is longer.
+    pub fn buffer_len(&self) -> usize {
+        (usize::from(self.options.blksize) + DATA_HEADER_LEN).max(CONTROL_PACKET_LEN)
     }
 
     /// Bytes the client has acknowledged so far.
@@ -234,7 +238,7 @@ impl Transfer {
         self.deadline
     }
 
-    /// Writes the next datagram to send into `buf` (at least `blksize + 4` bytes long).
+    /// Writes the next datagram to send into `buf` ([`Transfer::buffer_len`] bytes long).
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -357,7 +361,7 @@ mod tests {
         /// Everything the transfer wants to send now, checking DATA payloads against the file.
         fn drain(&mut self) -> Vec<Sent> {
             let mut out = Vec::new();
-            let mut buf = vec![0u8; usize::from(self.t.blksize()) + 4];
+            let mut buf = vec![0u8; self.t.buffer_len()];
             while let Some(tx) = self
                 .t
                 .poll_transmit(self.now, &mut buf, self.data.as_slice())
@@ -534,7 +538,10 @@ mod tests {
         // 70000 blocks of 8 bytes: block numbers wrap to 0 after 65535.
         let blocks = 70_000u64;
         let mut h = Harness::new((blocks * 8) as usize - 3, 8, 64, true);
-        h.drain();
+        assert!(
+            matches!(&h.drain()[..], [Sent::Oack(_)]),
+            "OACK fits any blksize"
+        );
         h.ack(0);
         let mut expected_index = 1u64;
         let mut total = 0usize;

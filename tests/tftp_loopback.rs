@@ -1,0 +1,268 @@
+//! The `bootherd tftp` and `bootherd fetch` binaries against each other and against raw
+//! sockets on loopback: byte-exact transfers, refusals, the concurrency limit, transfer IDs.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{bootherd, pattern, TempDir, TftpServer};
+
+fn fetch(args: &[&str]) -> Output {
+    Command::new(bootherd())
+        .arg("fetch")
+        .args(args)
+        .output()
+        .expect("run bootherd fetch")
+}
+
+/// A root with a few files; returns it with their names and contents.
+fn root() -> (TempDir, Vec<(&'static str, Vec<u8>)>) {
+    let dir = TempDir::new("root");
+    let files = vec![
+        ("empty", Vec::new()),
+        ("exact-1468", pattern(1468 * 3, 1)),
+        ("small.cfg", pattern(700, 2)),
+        ("boot/kernel", pattern(3 << 20, 3)),
+    ];
+    std::fs::create_dir_all(dir.path().join("boot")).unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    (dir, files)
+}
+
+fn raw_socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+    let mut p = vec![0, 1];
+    for field in [name, "octet"]
+        .into_iter()
+        .chain(options.iter().flat_map(|(k, v)| [*k, *v]))
+    {
+        p.extend_from_slice(field.as_bytes());
+        p.push(0);
+    }
+    p
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 70_000];
+    let (n, from) = s.recv_from(&mut buf).expect("no reply");
+    (buf[..n].to_vec(), from)
+}
+
+fn error_code(packet: &[u8]) -> Option<u16> {
+    (packet.len() >= 4 && packet[..2] == [0, 5]).then(|| u16::from_be_bytes([packet[2], packet[3]]))
+}
+
+#[test]
+fn fetches_byte_exact_with_every_block_and_window_size() {
+    let (dir, files) = root();
+    let server = TftpServer::start(dir.path(), &["--max-blksize", "8192"]);
+    let out = TempDir::new("out");
+    for (name, bytes) in &files {
+        for opts in [
+            &[][..],
+            &["--blksize", "1468", "--tsize"],
+            &["--blksize", "1468", "--windowsize", "16"],
+            &["--blksize", "8192", "--windowsize", "64", "--tsize"],
+            &["--blksize", "8", "--windowsize", "3"],
+        ] {
+            let target = out.path().join("f");
+            let url = format!("tftp://{}/{name}", server.addr);
+            let mut args = vec![url.as_str(), "-o", target.to_str().unwrap()];
+            args.extend_from_slice(opts);
+            let o = fetch(&args);
+            assert!(o.status.success(), "{name} {opts:?}: {o:?}");
+            assert!(std::fs::read(&target).unwrap() == *bytes, "{name} {opts:?}");
+        }
+    }
+    assert!(server.logged("sent boot/kernel (3145728 bytes)"));
+}
+
+#[test]
+fn windows_style_paths_and_stdout_output() {
+    let (dir, files) = root();
+    let server = TftpServer::start(dir.path(), &[]);
+    let o = fetch(&[
+        &format!("tftp://{}/boot\\kernel", server.addr),
+        "-o",
+        "-",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(o.stdout == files[3].1);
+    assert!(o.stderr.is_empty(), "-q prints nothing: {o:?}");
+}
+
+#[test]
+fn single_port_mode_serves_from_the_listening_port() {
+    let (dir, files) = root();
+    let server = TftpServer::start(dir.path(), &["--single-port"]);
+    let out = TempDir::new("out");
+    let target = out.path().join("k");
+    let o = fetch(&[
+        &format!("tftp://{}/boot/kernel", server.addr),
+        "-o",
+        target.to_str().unwrap(),
+        "--blksize",
+        "1468",
+        "--windowsize",
+        "16",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&target).unwrap() == files[3].1);
+    let s = raw_socket();
+    s.send_to(&rrq("small.cfg", &[]), server.addr).unwrap();
+    let (data, from) = recv(&s);
+    assert_eq!(from, server.addr, "DATA comes from the well-known port");
+    assert_eq!(&data[..4], &[0, 3, 0, 1]);
+}
+
+#[test]
+fn refusals_are_errors_with_log_lines_and_nothing_is_created() {
+    let (dir, _) = root();
+    let secret = TempDir::new("secret");
+    std::fs::write(secret.path().join("s"), b"secret").unwrap();
+    std::os::unix::fs::symlink(secret.path().join("s"), dir.path().join("link")).unwrap();
+    let server = TftpServer::start(dir.path(), &[]);
+    let s = raw_socket();
+    for (packet, code, log) in [
+        (rrq("../etc/passwd", &[]), 2, "'..' refused"),
+        (rrq("/etc/passwd", &[]), 2, "absolute path refused"),
+        (rrq("link", &[]), 2, "path leaves the served root"),
+        (rrq("boot", &[]), 2, "is a directory"),
+        (rrq("nope", &[]), 1, "file not found"),
+        (rrq("small.cfg", &[("blksize", "4")]), 8, "option blksize"),
+        (b"\x00\x02new-file\x00octet\x00".to_vec(), 2, "read-only"),
+        (b"\x00\x01x\x00mail\x00".to_vec(), 4, "malformed request"),
+    ] {
+        s.send_to(&packet, server.addr).unwrap();
+        let (reply, _) = recv(&s);
+        assert_eq!(error_code(&reply), Some(code), "{packet:?}");
+        assert!(server.logged(log), "log line with {log:?}");
+    }
+    assert!(!dir.path().join("new-file").exists());
+    // Garbage gets no answer that could amplify anything, and the server keeps serving.
+    for junk in [&b""[..], b"\x00", b"\xff\xff\xff", b"\x00\x05\x00\x00"] {
+        s.send_to(junk, server.addr).unwrap();
+    }
+    let o = fetch(&[&format!("tftp://{}/small.cfg", server.addr), "-o", "-"]);
+    assert!(o.status.success());
+}
+
+#[test]
+fn busy_server_refuses_at_once_and_recovers() {
+    let (dir, _) = root();
+    let server = TftpServer::start(
+        dir.path(),
+        &[
+            "--max-transfers",
+            "1",
+            "--timeout-ms",
+            "200",
+            "--retries",
+            "1",
+        ],
+    );
+    // Hold the only slot: take DATA 1 and never acknowledge it.
+    let holder = raw_socket();
+    holder
+        .send_to(&rrq("boot/kernel", &[]), server.addr)
+        .unwrap();
+    let (data, _) = recv(&holder);
+    assert_eq!(&data[..4], &[0, 3, 0, 1]);
+    let other = raw_socket();
+    let asked = Instant::now();
+    other.send_to(&rrq("small.cfg", &[]), server.addr).unwrap();
+    let (reply, _) = recv(&other);
+    assert_eq!(error_code(&reply), Some(0));
+    assert!(asked.elapsed() < Duration::from_secs(1), "refused promptly");
+    assert!(server.logged("busy (1 transfers), refused"));
+    // The stalled transfer times out (200 ms, one retry) and frees the slot.
+    assert!(server.logged("boot/kernel timed out"));
+    let o = fetch(&[&format!("tftp://{}/small.cfg", server.addr), "-o", "-"]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn wrong_transfer_id_gets_error_5_and_the_transfer_goes_on() {
+    let (dir, files) = root();
+    let server = TftpServer::start(dir.path(), &[]);
+    let client = raw_socket();
+    client
+        .send_to(&rrq("exact-1468", &[]), server.addr)
+        .unwrap();
+    let mut got = Vec::new();
+    let (mut data, tid) = recv(&client);
+    assert_ne!(tid, server.addr, "standard mode answers from a new port");
+    let intruder = raw_socket();
+    intruder.send_to(&[0, 4, 0, 1], tid).unwrap();
+    let (reply, from) = recv(&intruder);
+    assert_eq!((error_code(&reply), from), (Some(5), tid));
+    loop {
+        let block = [data[2], data[3]];
+        got.extend_from_slice(&data[4..]);
+        client.send_to(&[0, 4, block[0], block[1]], tid).unwrap();
+        if data.len() < 516 {
+            break;
+        }
+        data = recv(&client).0;
+    }
+    assert!(got == files[1].1);
+}
+
+#[test]
+fn exit_codes_help_and_version() {
+    let (dir, _) = root();
+    let server = TftpServer::start(dir.path(), &[]);
+    let missing = fetch(&[&format!("tftp://{}/nope", server.addr), "-o", "/dev/null"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("file not found"));
+    let out = TempDir::new("out");
+    let partial = out.path().join("nope");
+    fetch(&[
+        &format!("tftp://{}/nope", server.addr),
+        "-o",
+        partial.to_str().unwrap(),
+    ]);
+    assert!(!partial.exists(), "a failed fetch leaves no file behind");
+    assert!(!out.path().join("nope.part").exists());
+    let dev_null = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        !dev_null.is_file(),
+        "a failed fetch to /dev/null leaves it alone"
+    );
+    for bad in [
+        &["fetch", "http://x/y"][..],
+        &["fetch", "--blksize", "2", "tftp://127.0.0.1/x"],
+        &["tftp"],
+        &["tftp", "--root", "/nonexistent-dir"],
+        &["nosuch"],
+    ] {
+        let o = Command::new(bootherd()).args(bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {o:?}");
+        assert!(!o.stderr.is_empty());
+    }
+    for cmd in ["tftp", "fetch"] {
+        for flag in ["--help", "--version"] {
+            let o = Command::new(bootherd()).args([cmd, flag]).output().unwrap();
+            assert!(o.status.success(), "{cmd} {flag}");
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                text.contains(if flag == "--help" {
+                    "Usage: bootherd"
+                } else {
+                    "bootherd 0."
+                }),
+                "{text}"
+            );
+        }
+    }
+}
