@@ -9,9 +9,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+pub mod alternate;
+pub mod balance;
+pub mod central;
 pub mod cli;
+pub mod config;
+pub mod formats;
 mod log;
 mod net;
+pub mod report;
 pub mod tftp;
 
 #[cfg(test)]

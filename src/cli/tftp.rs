@@ -72,6 +72,7 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
         },
         max_transfers,
         single_port,
+        rate_limit: None,
     };
     smol::block_on(async {
         let server = Server::bind(config, Arc::new(source))

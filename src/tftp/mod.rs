@@ -10,6 +10,7 @@ pub mod download;
 pub mod options;
 pub mod path;
 pub mod progress;
+pub mod ratelimit;
 pub mod server;
 pub mod source;
 pub mod transfer;

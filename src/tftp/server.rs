@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
@@ -18,6 +18,7 @@ use smol::{LocalExecutor, Timer};
 use super::options::{negotiate, Limits};
 use super::path::sanitize;
 use super::progress::{Progress, TransferGuard};
+use super::ratelimit::TokenBucket;
 use super::source::{Content, FileSource, OpenError};
 use super::transfer::{Outcome, Retransmit, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request};
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub max_transfers: usize,
     /// Serve every transfer from the listening port.
     pub single_port: bool,
+    /// Cap on the bytes per second sent across all transfers.
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             retransmit: Retransmit::default(),
             max_transfers: 512,
             single_port: false,
+            rate_limit: None,
         }
     }
 }
@@ -64,11 +68,17 @@ pub struct Server {
     socket: UdpSocket,
     source: Arc<dyn FileSource>,
     progress: Arc<Progress>,
+    limiter: Option<Limiter>,
 }
+
+/// The shared rate cap; all transfers of a server run on one thread, so the lock is never
+/// contended.
+type Limiter = Arc<Mutex<TokenBucket>>;
 
 /// A transfer being served: the core, its bytes and its place in the progress table.
 struct Job {
     transfer: Transfer,
+    limiter: Option<Limiter>,
     content: Content,
     guard: TransferGuard,
     path: String,
@@ -91,12 +101,21 @@ impl Server {
             // Every client's ACKs arrive here: give the kernel room to queue bursts.
             crate::net::grow_recv_buffer(&socket);
         }
+        let limiter = config
+            .rate_limit
+            .map(|rate| Arc::new(Mutex::new(TokenBucket::new(rate, Instant::now()))));
         Ok(Server {
             config,
             socket,
             source,
             progress: Progress::new(),
+            limiter,
         })
+    }
+
+    /// Replaces the file source (for a role that learns what to serve only after binding).
+    pub fn with_source(self, source: Arc<dyn FileSource>) -> Self {
+        Server { source, ..self }
     }
 
     /// The address actually bound (useful with port 0).
@@ -288,6 +307,7 @@ impl Server {
         let transfer = Transfer::new(from, negotiated, self.config.retransmit, content.len());
         Ok(Box::new(Job {
             transfer,
+            limiter: self.limiter.clone(),
             content,
             guard,
             path: path.to_string(),
@@ -339,6 +359,13 @@ async fn serve_alone(socket: UdpSocket, mut job: Job) {
 async fn flush(socket: &UdpSocket, job: &mut Job, buf: &mut [u8]) -> bool {
     let now = Instant::now();
     while let Some(tx) = job.transfer.poll_transmit(now, buf, &job.content) {
+        let ready_at = job.limiter.as_ref().and_then(|l| {
+            let mut bucket = l.lock().unwrap_or_else(PoisonError::into_inner);
+            bucket.take(Instant::now(), tx.len)
+        });
+        if let Some(at) = ready_at {
+            Timer::at(at).await;
+        }
         if let Err(e) = socket.send_to(&buf[..tx.len], tx.to).await {
             // Like a lost datagram: the retransmission timer covers it.
             log::debug!("tftp: {}: send failed: {e}", tx.to);

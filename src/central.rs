@@ -1,0 +1,301 @@
+//! The central boot server role: the report listener and ordering daemon, and TFTP for the NBP
+//! files and the alternate list generated on every request.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use smol::future::FutureExt;
+use smol::net::UdpSocket;
+
+use crate::balance::{Drop, Ranked, Table};
+use crate::config::CentralConfig;
+use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
+use crate::log;
+use crate::report::wire::{
+    decode, encode, DecodeError, Key, Message, StatusAnswer, MAX_DATAGRAM_LEN,
+};
+use crate::tftp::path::SafePath;
+use crate::tftp::server::Server;
+use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
+
+/// A status request more than this far from the central's clock is dropped.
+const STATUS_CLOCK_SKEW_MS: u64 = 60_000;
+
+type SharedTable = Arc<Mutex<Table>>;
+
+fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Milliseconds since the Unix epoch (for replay windows of marks and status requests).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Serves the alternate list, generated from the table for each client.
+struct ListSource {
+    table: SharedTable,
+}
+
+impl FileSource for ListSource {
+    fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
+        let ipxe = match path.as_str() {
+            LIST_PATH => false,
+            IPXE_LIST_PATH => true,
+            _ => return Err(OpenError::NotFound),
+        };
+        let ranked = lock(&self.table).assign(Instant::now(), Some(client.ip()));
+        log::info!("central: {client}: list {}", describe(&ranked));
+        let entries: Vec<AltEntry> = ranked
+            .into_iter()
+            .map(|r| AltEntry {
+                id: r.id,
+                addresses: r.addresses.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        let text = if ipxe {
+            alt_list::render_ipxe(&entries)
+        } else {
+            alt_list::render(&entries)
+        };
+        Ok(Content::Bytes(text.into_bytes().into()))
+    }
+}
+
+fn describe(ranked: &[Ranked]) -> String {
+    if ranked.is_empty() {
+        return "empty (no alternate available)".into();
+    }
+    ranked
+        .iter()
+        .map(|r| format!("{} ({:.2} s)", r.id, r.score_us as f64 / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Answers nothing: a central without an NBP directory.
+struct Nothing;
+
+impl FileSource for Nothing {
+    fn open(&self, _: &SafePath, _: SocketAddr) -> Result<Content, OpenError> {
+        Err(OpenError::NotFound)
+    }
+}
+
+/// A bound central, ready to run.
+pub struct Central {
+    key: Key,
+    table: SharedTable,
+    reports: UdpSocket,
+    server: Server,
+}
+
+impl Central {
+    /// Binds the report socket and the TFTP socket.
+    pub async fn bind(config: CentralConfig) -> Result<Central, String> {
+        let table = Arc::new(Mutex::new(Table::new(config.policy.clone())));
+        let list = ListSource {
+            table: table.clone(),
+        };
+        let source: Arc<dyn FileSource> = match &config.tftp_root {
+            Some(root) => Arc::new(Overlay {
+                first: list,
+                second: DirSource::new(root)
+                    .map_err(|e| format!("tftp_root {}: {e}", root.display()))?,
+            }),
+            None => Arc::new(Overlay {
+                first: list,
+                second: Nothing,
+            }),
+        };
+        let server = Server::bind(config.tftp.server(config.tftp_listen), source)
+            .await
+            .map_err(|e| format!("cannot listen for TFTP on {}: {e}", config.tftp_listen))?;
+        let reports = UdpSocket::bind(config.report_listen)
+            .await
+            .map_err(|e| format!("cannot listen for reports on {}: {e}", config.report_listen))?;
+        crate::net::grow_recv_buffer(&reports);
+        Ok(Central {
+            key: config.key,
+            table,
+            reports,
+            server,
+        })
+    }
+
+    /// The report listener's address.
+    pub fn report_addr(&self) -> std::io::Result<SocketAddr> {
+        self.reports.local_addr()
+    }
+
+    /// The TFTP address.
+    pub fn tftp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// Runs until a socket fails.
+    pub async fn run(self) -> Result<(), String> {
+        log::info!(
+            "central: reports on {}, TFTP on {}",
+            self.report_addr().map_err(|e| e.to_string())?,
+            self.tftp_addr().map_err(|e| e.to_string())?
+        );
+        let Central {
+            key,
+            table,
+            reports,
+            server,
+        } = self;
+        let serve = async {
+            server
+                .run()
+                .await
+                .map_err(|e| format!("TFTP server stopped: {e}"))
+        };
+        let listen = async {
+            let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
+            loop {
+                let (n, from) = reports
+                    .recv_from(&mut buf)
+                    .await
+                    .map_err(|e| format!("report socket: {e}"))?;
+                if let Some(reply) = handle_datagram(&key, &table, from, &buf[..n]) {
+                    if let Err(e) = reports.send_to(&reply, from).await {
+                        log::warning!("central: status answer to {from}: {e}");
+                    }
+                }
+            }
+        };
+        serve.or(listen).await
+    }
+}
+
+/// Handles one datagram on the report port; returns the answer to send back, if any.
+fn handle_datagram(
+    key: &Key,
+    table: &SharedTable,
+    from: SocketAddr,
+    datagram: &[u8],
+) -> Option<Vec<u8>> {
+    let message = match decode(datagram, key) {
+        Ok(m) => m,
+        Err(e) => {
+            let why = match e {
+                DecodeError::BadTag => Drop::BadTag,
+                _ => Drop::Malformed,
+            };
+            lock(table).count_drop(why);
+            log::debug!("central: {from}: dropped datagram: {e}");
+            return None;
+        }
+    };
+    let mut table = lock(table);
+    match message {
+        Message::Report(report) => {
+            let (id, seq) = (report.alternate.clone(), report.sequence);
+            if let Err(why) = table.handle_report(Instant::now(), report) {
+                log::warning!("central: {from}: report from {id} (seq {seq}) dropped: {why:?}");
+            }
+            None
+        }
+        Message::Mark(mark) => {
+            let what = format!("{} {:?}", mark.alternate, mark.state);
+            match table.handle_mark(unix_ms(), mark) {
+                Ok(()) => log::info!("central: {from}: network path of {what}"),
+                Err(why) => log::warning!("central: {from}: mark {what} dropped: {why:?}"),
+            }
+            None
+        }
+        Message::StatusRequest(request) => {
+            if unix_ms().abs_diff(request.unix_ms) > STATUS_CLOCK_SKEW_MS {
+                table.count_drop(Drop::Replayed);
+                log::warning!("central: {from}: stale status request dropped");
+                return None;
+            }
+            let answer = StatusAnswer {
+                nonce: request.nonce,
+                rows: table.status(Instant::now()),
+                dropped: table.dropped(),
+            };
+            encode(&Message::StatusAnswer(answer), key)
+                .map_err(|e| log::warning!("central: status answer: {e}"))
+                .ok()
+        }
+        Message::StatusAnswer(_) => None,
+    }
+}
+
+/// Runs a central until it fails.
+pub fn run(config: CentralConfig) -> Result<(), String> {
+    smol::block_on(async { Central::bind(config).await?.run().await })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Policy;
+    use crate::report::wire::tests::{key, report};
+    use crate::report::wire::StatusRequest;
+
+    #[test]
+    fn datagrams_update_the_table_and_status_answers() {
+        let table = Arc::new(Mutex::new(Table::new(Policy::default())));
+        let from: SocketAddr = "127.0.0.11:5000".parse().unwrap();
+        let signed = encode(&Message::Report(report("alt1", 1)), &key()).unwrap();
+        assert!(handle_datagram(&key(), &table, from, &signed).is_none());
+        // A replay and a forgery change nothing but the counters.
+        assert!(handle_datagram(&key(), &table, from, &signed).is_none());
+        let mut forged = encode(&Message::Report(report("evil", 2)), &key()).unwrap();
+        forged[5] ^= 1;
+        assert!(handle_datagram(&key(), &table, from, &forged).is_none());
+        assert!(handle_datagram(&key(), &table, from, b"junk").is_none());
+        let ask = |unix_ms| {
+            let req = Message::StatusRequest(StatusRequest { nonce: 42, unix_ms });
+            handle_datagram(&key(), &table, from, &encode(&req, &key()).unwrap())
+        };
+        let Message::StatusAnswer(answer) = decode(&ask(unix_ms()).unwrap(), &key()).unwrap()
+        else {
+            panic!("no answer")
+        };
+        assert_eq!(answer.nonce, 42);
+        assert_eq!(answer.rows.len(), 1);
+        assert_eq!(answer.rows[0].report.alternate, "alt1");
+        assert_eq!(answer.dropped, [1, 1, 0, 1]);
+        assert!(
+            ask(unix_ms() - 120_000).is_none(),
+            "old requests are not answered"
+        );
+    }
+
+    #[test]
+    fn list_source_renders_and_promises() {
+        let table = Arc::new(Mutex::new(Table::new(Policy::default())));
+        lock(&table)
+            .handle_report(Instant::now(), report("alt1", 1))
+            .unwrap();
+        let src = ListSource {
+            table: table.clone(),
+        };
+        let client: SocketAddr = "127.0.0.1:999".parse().unwrap();
+        let Ok(Content::Bytes(text)) =
+            src.open(&crate::tftp::path::sanitize(LIST_PATH).unwrap(), client)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            std::str::from_utf8(&text).unwrap(),
+            "# bootherd alternate list v1, best first\nalt1 127.0.0.11:6901\n"
+        );
+        assert_eq!(lock(&table).status(Instant::now())[0].promised, 1);
+        let Ok(Content::Bytes(script)) = src.open(
+            &crate::tftp::path::sanitize(IPXE_LIST_PATH).unwrap(),
+            client,
+        ) else {
+            panic!()
+        };
+        assert!(script.starts_with(b"#!ipxe\n"));
+    }
+}

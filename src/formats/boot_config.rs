@@ -1,0 +1,211 @@
+//! Per-client boot config files, served by the alternates.
+//!
+//! A client asks one path, `bootherd.cfg/UUID/MAC/ARCH` (or `bootherd.ipxe/...` for an iPXE
+//! script); the alternate answers with the first of these files under its `configs/` directory
+//! that exists, the lookup order of pxelinux: `uuid-UUID`, `mac-MAC` (lower case, `-`
+//! separated), `arch-ARCH`, `default`. Unknown parts may be sent as `-`.
+//!
+//! Format: one directive per line; `#` comments; `${alternate}` is replaced by the serving
+//! alternate's id.
+//!
+//! ```text
+//! kernel boot/vmlinuz sha256=9f86d0...   # the kernel (optional sha256 is checked by clients)
+//! initrd boot/initrd.img                  # any number of initrds, in order
+//! file boot/extra.bin                     # other files to fetch
+//! cmdline console=ttyS0 bootherd.alt=${alternate}
+//! ```
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Directory part of the text config path.
+pub const CONFIG_DIR: &str = "bootherd.cfg";
+/// Directory part of the iPXE config path.
+pub const IPXE_CONFIG_DIR: &str = "bootherd.ipxe";
+
+/// One boot file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFile {
+    /// Path on the alternate.
+    pub path: String,
+    /// Expected SHA-256, when given.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// A parsed config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BootConfig {
+    /// The kernel.
+    pub kernel: Option<BootFile>,
+    /// Initrds, in order.
+    pub initrds: Vec<BootFile>,
+    /// Other files.
+    pub files: Vec<BootFile>,
+    /// Kernel command line.
+    pub cmdline: String,
+}
+
+impl BootConfig {
+    /// Every file to fetch: kernel, initrds, others.
+    pub fn all_files(&self) -> impl Iterator<Item = &BootFile> {
+        self.kernel.iter().chain(&self.initrds).chain(&self.files)
+    }
+
+    /// Renders as an iPXE script that boots the kernel.
+    pub fn render_ipxe(&self, base_url: &str) -> String {
+        let mut out = String::from("#!ipxe\n");
+        for f in &self.initrds {
+            out.push_str(&alloc::format!("initrd {base_url}/{}\n", f.path));
+        }
+        if let Some(k) = &self.kernel {
+            out.push_str(&alloc::format!(
+                "kernel {base_url}/{} {}\nboot\n",
+                k.path,
+                self.cmdline
+            ));
+        }
+        out
+    }
+}
+
+/// The candidate file names for a client, in lookup order.
+pub fn lookup_order(uuid: &str, mac: &str, arch: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let known = |s: &str| !s.is_empty() && s != "-";
+    if known(uuid) {
+        out.push(alloc::format!("uuid-{}", uuid.to_ascii_lowercase()));
+    }
+    if known(mac) {
+        out.push(alloc::format!(
+            "mac-{}",
+            mac.to_ascii_lowercase().replace(':', "-")
+        ));
+    }
+    if known(arch) {
+        out.push(alloc::format!("arch-{}", arch.to_ascii_lowercase()));
+    }
+    out.push(String::from("default"));
+    out
+}
+
+/// Parses a config; errors name the line.
+pub fn parse(text: &str) -> Result<BootConfig, String> {
+    let mut config = BootConfig::default();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |why: &str| alloc::format!("line {}: {why}", n + 1);
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match word {
+            "cmdline" => config.cmdline = String::from(rest),
+            "kernel" | "initrd" | "file" => {
+                let mut parts = rest.split_whitespace();
+                let path = parts.next().ok_or_else(|| err("missing path"))?;
+                let mut file = BootFile {
+                    path: String::from(path),
+                    sha256: None,
+                };
+                for extra in parts {
+                    let hex = extra
+                        .strip_prefix("sha256=")
+                        .ok_or_else(|| err("unknown attribute (want sha256=HEX)"))?;
+                    file.sha256 =
+                        Some(parse_sha256(hex).ok_or_else(|| err("sha256 needs 64 hex digits"))?);
+                }
+                match word {
+                    "kernel" if config.kernel.is_some() => return Err(err("second kernel")),
+                    "kernel" => config.kernel = Some(file),
+                    "initrd" => config.initrds.push(file),
+                    _ => config.files.push(file),
+                }
+            }
+            other => return Err(err(&alloc::format!("unknown directive {other:?}"))),
+        }
+    }
+    if config.kernel.is_none() && config.files.is_empty() {
+        return Err(String::from("no kernel and no file"));
+    }
+    Ok(config)
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "# demo\nkernel boot/vmlinuz sha256=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\ninitrd boot/a.img\ninitrd boot/b.img  # second\nfile extra.bin\ncmdline console=ttyS0 quiet\n";
+
+    #[test]
+    fn parses_every_directive() {
+        let c = parse(SAMPLE).unwrap();
+        let k = c.kernel.as_ref().unwrap();
+        assert_eq!(k.path, "boot/vmlinuz");
+        assert_eq!(k.sha256.unwrap()[31], 0x1f);
+        assert_eq!(c.initrds.len(), 2);
+        assert_eq!(c.cmdline, "console=ttyS0 quiet");
+        let all: Vec<&str> = c.all_files().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            all,
+            ["boot/vmlinuz", "boot/a.img", "boot/b.img", "extra.bin"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (text, want) in [
+            ("kernel\n", "line 1: missing path"),
+            ("kernel a\nkernel b\n", "line 2: second kernel"),
+            ("\nboot now\n", "line 2: unknown directive \"boot\""),
+            ("kernel a sha256=12\n", "line 1: sha256 needs 64 hex digits"),
+            (
+                "kernel a md5=12\n",
+                "line 1: unknown attribute (want sha256=HEX)",
+            ),
+            ("cmdline x\n", "no kernel and no file"),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_order_is_uuid_mac_arch_default() {
+        assert_eq!(
+            lookup_order(
+                "77777777-7777-4777-8777-525400770010",
+                "52:54:00:77:00:10",
+                "7"
+            ),
+            [
+                "uuid-77777777-7777-4777-8777-525400770010",
+                "mac-52-54-00-77-00-10",
+                "arch-7",
+                "default"
+            ]
+        );
+        assert_eq!(lookup_order("-", "", "-"), ["default"]);
+    }
+
+    #[test]
+    fn ipxe_rendering() {
+        let c = parse("kernel k\ninitrd i\ncmdline a=b\n").unwrap();
+        assert_eq!(
+            c.render_ipxe("tftp://10.0.0.1:69"),
+            "#!ipxe\ninitrd tftp://10.0.0.1:69/i\nkernel tftp://10.0.0.1:69/k a=b\nboot\n"
+        );
+    }
+}
