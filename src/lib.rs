@@ -13,11 +13,13 @@ extern crate alloc;
 
 pub mod alternate;
 pub mod balance;
+pub mod bootclient;
 pub mod central;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod formats;
-mod log;
+pub mod log;
 mod net;
 pub mod report;
 pub mod tftp;

@@ -47,13 +47,10 @@ impl Args {
         self.items.len() != before
     }
 
-    /// Removes an option with a value (`--name V` or `--name=V`) and parses the value.
-    /// The last occurrence wins, so that later flags override earlier ones.
-    pub fn value<T: FromStr>(&mut self, names: &[&str]) -> Result<Option<T>, UsageError>
-    where
-        T::Err: fmt::Display,
-    {
-        let mut found: Option<(String, String)> = None;
+    /// Removes every occurrence of an option with a value (`--name V` or `--name=V`), in order,
+    /// as (name, value) pairs.
+    fn take_all(&mut self, names: &[&str]) -> Result<Vec<(String, String)>, UsageError> {
+        let mut found = Vec::new();
         let mut i = 0;
         while i < self.items.len() {
             let item = &self.items[i];
@@ -63,7 +60,7 @@ impl Args {
                     .map(|v| (n.to_string(), v.to_string()))
             });
             if let Some(pair) = inline {
-                found = Some(pair);
+                found.push(pair);
                 self.items.remove(i);
             } else if names.contains(&item.as_str()) {
                 let name = item.clone();
@@ -72,17 +69,32 @@ impl Args {
                     .items
                     .remove(i)
                     .ok_or_else(|| UsageError(format!("{name} needs a value")))?;
-                found = Some((name, value));
+                found.push((name, value));
             } else {
                 i += 1;
             }
         }
-        found
+        Ok(found)
+    }
+
+    /// Removes an option with a value and parses the value. The last occurrence wins, so that
+    /// later flags override earlier ones.
+    pub fn value<T: FromStr>(&mut self, names: &[&str]) -> Result<Option<T>, UsageError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.take_all(names)?
+            .pop()
             .map(|(name, raw)| {
                 raw.parse::<T>()
                     .map_err(|e| UsageError(format!("{name} {raw:?}: {e}")))
             })
             .transpose()
+    }
+
+    /// Removes every occurrence of a repeatable option, in order.
+    pub fn values(&mut self, names: &[&str]) -> Result<Vec<String>, UsageError> {
+        Ok(self.take_all(names)?.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Like [`Args::value`], but the option must be present.
@@ -140,6 +152,8 @@ mod tests {
         );
         assert_eq!(a.positional("URL").unwrap(), "url");
         a.finish().unwrap();
+        let mut a = args(&["--set", "a=1", "--set=b=2", "--set", "c=3"]);
+        assert_eq!(a.values(&["--set"]).unwrap(), ["a=1", "b=2", "c=3"]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! configuration error.
 
 pub mod args;
+mod client;
 mod fetch;
+mod report;
+mod roles;
 mod tftp;
 
 use std::ffi::OsString;
@@ -45,6 +48,42 @@ struct Command {
 }
 
 const COMMANDS: &[Command] = &[
+    Command {
+        name: "demo",
+        summary: "the whole system on loopback: centrals, alternates, a boot storm",
+        usage: client::DEMO_USAGE,
+        run: client::demo,
+    },
+    Command {
+        name: "central",
+        summary: "central boot server: ordering daemon, reports, TFTP with the alternate list",
+        usage: roles::CENTRAL_USAGE,
+        run: roles::central,
+    },
+    Command {
+        name: "alternate",
+        summary: "alternate boot server: TFTP for boot files plus the load monitor",
+        usage: roles::ALTERNATE_USAGE,
+        run: roles::alternate,
+    },
+    Command {
+        name: "report",
+        summary: "send, watch or mark load reports; boot-file digest; key generation",
+        usage: report::REPORT_USAGE,
+        run: report::report,
+    },
+    Command {
+        name: "status",
+        summary: "a central's live table and current order",
+        usage: report::STATUS_USAGE,
+        run: report::status,
+    },
+    Command {
+        name: "client",
+        summary: "simulated boot clients (one, or a storm)",
+        usage: client::CLIENT_USAGE,
+        run: client::client,
+    },
     Command {
         name: "tftp",
         summary: "read-only TFTP server",

@@ -1,0 +1,330 @@
+//! Simulated boot clients: the boot flow of the network bootstrap program, many at once in one
+//! process, for tests, the demo and load experiments.
+//!
+//! One boot: fetch the alternate list from the central; for each alternate in order, fetch the
+//! per-client config (short timeout, so a dead alternate costs little), then every boot file it
+//! names, checking lengths and SHA-256 sums; on any failure move on to the next alternate.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use smol::LocalExecutor;
+
+use crate::formats::alt_list::{self, LIST_PATH};
+use crate::formats::boot_config::{self, CONFIG_DIR};
+use crate::tftp::client::fetch;
+use crate::tftp::download::{ClientRetransmit, RequestSpec};
+
+/// How the simulated clients fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Block size asked for.
+    pub blksize: u16,
+    /// Window size asked for.
+    pub windowsize: u16,
+    /// Architecture sent in the config path (PXE option 93 number).
+    pub arch: String,
+    /// Retransmission when probing an alternate (its config file): short, to fail over fast.
+    pub probe: ClientRetransmit,
+    /// Retransmission for the list and the boot files.
+    pub transfer: ClientRetransmit,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            blksize: 1468,
+            windowsize: 16,
+            arch: "7".into(),
+            probe: ClientRetransmit {
+                timeout: Duration::from_millis(250),
+                retries: 2,
+            },
+            transfer: ClientRetransmit::default(),
+        }
+    }
+}
+
+/// A client's identity: MAC address and SMBIOS UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `52-54-00-..`.
+    pub mac: String,
+    /// Lower-case UUID.
+    pub uuid: String,
+}
+
+impl Identity {
+    /// Client number `n` of a storm: MAC 52:54:00 + n, a UUID derived from it.
+    pub fn numbered(n: u32) -> Self {
+        let b = n.to_be_bytes();
+        Identity {
+            mac: format!("52-54-00-{:02x}-{:02x}-{:02x}", b[1], b[2], b[3]),
+            uuid: format!("b0071e7d-0000-4000-8000-5254{n:08x}"),
+        }
+    }
+}
+
+/// What one boot did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootRecord {
+    /// Client number.
+    pub index: u32,
+    /// When it started, from the start of the storm.
+    pub started: Duration,
+    /// From start to the last byte of the last boot file.
+    pub duration: Duration,
+    /// The alternate it booted from.
+    pub alternate: Option<String>,
+    /// Alternates it tried and left, with why.
+    pub fell_back: Vec<String>,
+    /// Boot-file bytes received.
+    pub bytes: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Counts and hashes what is written, keeping nothing.
+#[derive(Default)]
+struct HashSink {
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn get(
+    server: SocketAddr,
+    path: &str,
+    o: &ClientOptions,
+    retransmit: ClientRetransmit,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let spec = RequestSpec {
+        path: path.to_string(),
+        blksize: Some(o.blksize),
+        windowsize: Some(o.windowsize),
+        tsize: true,
+    };
+    fetch(server, spec, retransmit, out)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// Boots once through `central`: returns the alternate used, the bytes and the fallbacks.
+pub async fn boot(
+    central: SocketAddr,
+    who: &Identity,
+    o: &ClientOptions,
+) -> (Result<(String, u64), String>, Vec<String>) {
+    let mut fell_back = Vec::new();
+    let mut list = Vec::new();
+    if let Err(e) = get(central, LIST_PATH, o, o.transfer, &mut list).await {
+        return (Err(format!("central {central}: {e}")), fell_back);
+    }
+    let entries = match alt_list::parse(&String::from_utf8_lossy(&list)) {
+        Ok(entries) if !entries.is_empty() => entries,
+        Ok(_) => return (Err("the alternate list is empty".into()), fell_back),
+        Err(e) => return (Err(format!("alternate list: {e}")), fell_back),
+    };
+    let config_path = format!("{CONFIG_DIR}/{}/{}/{}", who.uuid, who.mac, o.arch);
+    for entry in &entries {
+        for address in &entry.addresses {
+            match boot_from(address, &config_path, o).await {
+                Ok(bytes) => return (Ok((entry.id.clone(), bytes)), fell_back),
+                Err(e) => fell_back.push(format!("{} at {address}: {e}", entry.id)),
+            }
+        }
+    }
+    (Err("no alternate could serve the boot".into()), fell_back)
+}
+
+async fn boot_from(address: &str, config_path: &str, o: &ClientOptions) -> Result<u64, String> {
+    let server = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("bad address {address:?}"))?;
+    let mut text = Vec::new();
+    get(server, config_path, o, o.probe, &mut text).await?;
+    let config =
+        boot_config::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("config: {e}"))?;
+    let mut bytes = 0;
+    for file in config.all_files() {
+        let mut sink = HashSink::default();
+        get(server, &file.path, o, o.transfer, &mut sink).await?;
+        if let Some(want) = file.sha256 {
+            if <[u8; 32]>::from(sink.hasher.finalize()) != want {
+                return Err(format!("{}: SHA-256 mismatch", file.path));
+            }
+        }
+        bytes += sink.len;
+    }
+    Ok(bytes)
+}
+
+/// Boots `count` clients, the n-th starting at `n × spread / count`, all in this thread.
+pub fn storm(
+    central: SocketAddr,
+    count: u32,
+    spread: Duration,
+    o: &ClientOptions,
+) -> Vec<BootRecord> {
+    let ex = LocalExecutor::new();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..count)
+        .map(|index| {
+            let offset = spread * index / count.max(1);
+            ex.spawn(async move {
+                smol::Timer::at(start + offset).await;
+                let began = Instant::now();
+                let (result, fell_back) = boot(central, &Identity::numbered(index), o).await;
+                let (alternate, bytes, error) = match result {
+                    Ok((alt, bytes)) => (Some(alt), bytes, None),
+                    Err(e) => (None, 0, Some(e)),
+                };
+                BootRecord {
+                    index,
+                    started: began - start,
+                    duration: began.elapsed(),
+                    alternate,
+                    fell_back,
+                    bytes,
+                    error,
+                }
+            })
+        })
+        .collect();
+    smol::block_on(ex.run(async {
+        let mut records = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            records.push(task.await);
+        }
+        records
+    }))
+}
+
+/// Figures of a storm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Clients per alternate.
+    pub share: BTreeMap<String, u32>,
+    /// Failed boots.
+    pub failures: u32,
+    /// Boots that fell back at least once.
+    pub fell_back: u32,
+    /// Completion times (start of the storm to end of each boot): median, 99th percentile, max.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// The last boot's end: the makespan.
+    pub max: Duration,
+    /// Boot-file bytes received in all.
+    pub bytes: u64,
+}
+
+impl Summary {
+    /// Summarises storm records.
+    pub fn of(records: &[BootRecord]) -> Summary {
+        let mut share = BTreeMap::new();
+        let mut done: Vec<Duration> = Vec::new();
+        for r in records {
+            if let Some(alt) = &r.alternate {
+                *share.entry(alt.clone()).or_insert(0) += 1;
+                done.push(r.started + r.duration);
+            }
+        }
+        done.sort();
+        let pick = |q: f64| {
+            done.get(((done.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Summary {
+            share,
+            failures: records.iter().filter(|r| r.error.is_some()).count() as u32,
+            fell_back: records.iter().filter(|r| !r.fell_back.is_empty()).count() as u32,
+            p50: pick(0.5),
+            p99: pick(0.99),
+            max: done.last().copied().unwrap_or_default(),
+            bytes: records.iter().map(|r| r.bytes).sum(),
+        }
+    }
+
+    /// One line: `share alt1 60, alt2 30, alt3 10; p50 … p99 … max …; 0 failed`.
+    pub fn line(&self) -> String {
+        let share: Vec<String> = self.share.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        format!(
+            "share {}; completion p50 {:.2} s, p99 {:.2} s, max {:.2} s; {} fell back, {} failed",
+            share.join(", "),
+            self.p50.as_secs_f64(),
+            self.p99.as_secs_f64(),
+            self.max.as_secs_f64(),
+            self.fell_back,
+            self.failures
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(index: u32, alt: Option<&str>, end_ms: u64) -> BootRecord {
+        BootRecord {
+            index,
+            started: Duration::ZERO,
+            duration: Duration::from_millis(end_ms),
+            alternate: alt.map(String::from),
+            fell_back: if index == 0 { vec!["x".into()] } else { vec![] },
+            bytes: 10,
+            error: alt.is_none().then(|| "boom".to_string()),
+        }
+    }
+
+    #[test]
+    fn summary_percentiles_and_shares() {
+        let mut records: Vec<BootRecord> = (1..=100)
+            .map(|i| {
+                record(
+                    i,
+                    Some(if i % 4 == 0 { "b" } else { "a" }),
+                    u64::from(i) * 10,
+                )
+            })
+            .collect();
+        records.push(record(0, None, 5));
+        let s = Summary::of(&records);
+        assert_eq!(s.share["a"], 75);
+        assert_eq!(s.share["b"], 25);
+        assert_eq!((s.failures, s.fell_back), (1, 1));
+        assert_eq!(s.p50, Duration::from_millis(500));
+        assert_eq!(s.p99, Duration::from_millis(990));
+        assert_eq!(s.max, Duration::from_millis(1000));
+        assert_eq!(s.bytes, 1000);
+    }
+
+    #[test]
+    fn identities_are_distinct_and_well_formed() {
+        let a = Identity::numbered(1);
+        let b = Identity::numbered(256);
+        assert_eq!(a.mac, "52-54-00-00-00-01");
+        assert_eq!(b.mac, "52-54-00-00-01-00");
+        assert_ne!(a.uuid, b.uuid);
+        assert_eq!(a.uuid.len(), 36);
+    }
+}

@@ -1,0 +1,365 @@
+//! `bootherd report ...` and `bootherd status`: send, watch and query load reports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::args::{Args, UsageError};
+use super::CliError;
+use crate::central::unix_ms;
+use crate::config::Config;
+use crate::report::client;
+use crate::report::monitor::digest_dir;
+use crate::report::wire::{
+    decode, from_hex, hex, AltState, Key, LoadReport, Message, NetworkMark, PathState, StatusRow,
+    MAX_DATAGRAM_LEN,
+};
+
+pub const REPORT_USAGE: &str = "\
+Usage: bootherd report <send|watch|mark|digest|keygen> [options]
+
+  report send --to ADDR --id ID --address ADDR:PORT [fields]   send one signed load report
+  report watch --listen ADDR:PORT [--count N]                  decode, verify and print reports
+  report mark --central ADDR --alternate ID --state S          mark an alternate's network path:
+                                                                 clear, congested[=PERCENT], down
+  report digest DIR                                             print the boot-file digest of DIR
+  report keygen                                                 print a new random key (hex)
+
+Key (send, watch, mark): --key-file FILE, or --config FILE to use its key_file.
+Fields of send (defaults in brackets): --boot-id N [random] --sequence N [Unix ms, so repeated
+sends increase] --interval-ms N [1000] --link BYTES/S [125000000] --max-transfers N [512]
+--active N [0] --remaining BYTES [0] --rate BYTES/S [0] --boots N [0] --cpu PERMILLE [0]
+--mem PERMILLE [0] --load CENTI [0] --digest HEX [zeros] --state serving|draining|leaving
+[serving]. --to and --address may repeat.
+";
+
+pub const STATUS_USAGE: &str = "\
+Usage: bootherd status --central ADDR:PORT (--key-file FILE | --config FILE) [--json]
+
+Asks a central (its report port) for its live table and current order, with an authenticated
+request, and prints it: included alternates best first, then excluded ones with the reason.
+
+Options:
+  --central ADDR:PORT    the central's report listener (required)
+  --key-file FILE        the pre-shared key
+  --config FILE          or a config file whose key_file to use
+  --json                 machine-readable output
+  -h, --help             this help
+  -V, --version          print the version
+";
+
+fn key(args: &mut Args) -> Result<Key, CliError> {
+    let key_file: Option<PathBuf> = args.value(&["--key-file"])?;
+    let config: Option<PathBuf> = args.value(&["--config"])?;
+    let config = match (key_file, config) {
+        (Some(file), None) => {
+            let dir = std::env::current_dir().unwrap_or_default();
+            let text = format!("key_file = {:?}\n", file.to_string_lossy());
+            Config::parse(&text, &dir)
+        }
+        (None, Some(path)) => Config::load(&path),
+        _ => return Err(UsageError("give one of --key-file or --config".into()).into()),
+    };
+    config
+        .and_then(|c| c.key())
+        .map_err(|e| UsageError(e.0).into())
+}
+
+pub fn report(mut args: Args) -> Result<(), CliError> {
+    let action = args.positional("action (send, watch, mark, digest or keygen)")?;
+    match action.as_str() {
+        "send" => send(args),
+        "watch" => watch(args),
+        "mark" => mark(args),
+        "digest" => {
+            let dir = args.positional("DIR")?;
+            args.finish()?;
+            let digest =
+                digest_dir(dir.as_ref()).map_err(|e| CliError::Failed(format!("{dir}: {e}")))?;
+            println!("{}", hex(&digest));
+            Ok(())
+        }
+        "keygen" => {
+            args.finish()?;
+            let bytes: Vec<u8> = (0..4)
+                .flat_map(|_| crate::alternate::random_u64().to_le_bytes())
+                .collect();
+            println!("{}", hex(&bytes));
+            Ok(())
+        }
+        other => Err(UsageError(format!("unknown action {other:?}")).into()),
+    }
+}
+
+fn send(mut args: Args) -> Result<(), CliError> {
+    let key = key(&mut args)?;
+    let to = parse_all::<SocketAddr>(args.values(&["--to"])?, "--to")?;
+    let addresses = parse_all::<SocketAddr>(args.values(&["--address"])?, "--address")?;
+    let state = match args.value::<String>(&["--state"])?.as_deref() {
+        None | Some("serving") => AltState::Serving,
+        Some("draining") => AltState::Draining,
+        Some("leaving") => AltState::Leaving,
+        Some(other) => return Err(UsageError(format!("--state {other:?}")).into()),
+    };
+    let digest = match args.value::<String>(&["--digest"])? {
+        None => [0; 32],
+        Some(h) => from_hex(&h)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| UsageError("--digest wants 64 hex digits".into()))?,
+    };
+    let report = LoadReport {
+        alternate: args.required(&["--id"])?,
+        addresses,
+        boot_id: args
+            .value(&["--boot-id"])?
+            .unwrap_or_else(crate::alternate::random_u64),
+        sequence: args.value(&["--sequence"])?.unwrap_or_else(unix_ms),
+        interval_ms: args.value(&["--interval-ms"])?.unwrap_or(1000),
+        link_bytes_per_sec: args.value(&["--link"])?.unwrap_or(125_000_000),
+        max_transfers: args.value(&["--max-transfers"])?.unwrap_or(512),
+        active_transfers: args.value(&["--active"])?.unwrap_or(0),
+        bytes_remaining: args.value(&["--remaining"])?.unwrap_or(0),
+        bytes_per_sec: args.value(&["--rate"])?.unwrap_or(0),
+        boots_started: args.value(&["--boots"])?.unwrap_or(0),
+        cpu_permille: args.value(&["--cpu"])?.unwrap_or(0),
+        mem_permille: args.value(&["--mem"])?.unwrap_or(0),
+        load_avg_centi: args.value(&["--load"])?.unwrap_or(0),
+        digest,
+        state,
+    };
+    args.finish()?;
+    if to.is_empty() {
+        return Err(UsageError("--to is required".into()).into());
+    }
+    let message = Message::Report(report);
+    smol::block_on(async {
+        for central in &to {
+            client::send(*central, &key, &message).await?;
+        }
+        Ok::<_, String>(())
+    })
+    .map_err(CliError::Failed)
+}
+
+fn parse_all<T: std::str::FromStr>(raw: Vec<String>, flag: &str) -> Result<Vec<T>, CliError>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| UsageError(format!("{flag} {s:?}: {e}")).into())
+        })
+        .collect()
+}
+
+fn watch(mut args: Args) -> Result<(), CliError> {
+    let key = key(&mut args)?;
+    let listen: SocketAddr = args.required(&["--listen"])?;
+    let count: Option<u64> = args.value(&["--count"])?;
+    args.finish()?;
+    smol::block_on(async {
+        let socket = smol::net::UdpSocket::bind(listen)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
+        let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
+        let mut seen = 0;
+        while count.is_none_or(|c| seen < c) {
+            let (n, from) = socket
+                .recv_from(&mut buf)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            seen += 1;
+            let line = match decode(&buf[..n], &key) {
+                Ok(Message::Report(r)) => describe_report(&r),
+                Ok(Message::Mark(m)) => format!("mark {} {:?}", m.alternate, m.state),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("DROPPED ({n} bytes): {e}"),
+            };
+            println!("{from}: {line}");
+        }
+        Ok(())
+    })
+}
+
+fn describe_report(r: &LoadReport) -> String {
+    format!(
+        "{} seq {} boot {:016x} {:?} active {}/{} remaining {:.1} MB rate {:.1} MB/s link {:.1} MB/s boots {} cpu {:.1}% mem {:.1}% load {:.2} digest {} addresses {}",
+        r.alternate,
+        r.sequence,
+        r.boot_id,
+        r.state,
+        r.active_transfers,
+        r.max_transfers,
+        r.bytes_remaining as f64 / 1e6,
+        r.bytes_per_sec as f64 / 1e6,
+        r.link_bytes_per_sec as f64 / 1e6,
+        r.boots_started,
+        f64::from(r.cpu_permille) / 10.0,
+        f64::from(r.mem_permille) / 10.0,
+        f64::from(r.load_avg_centi) / 100.0,
+        &hex(&r.digest)[..12],
+        r.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    )
+}
+
+fn mark(mut args: Args) -> Result<(), CliError> {
+    let key = key(&mut args)?;
+    let central: SocketAddr = args.required(&["--central"])?;
+    let alternate: String = args.required(&["--alternate"])?;
+    let state: String = args.required(&["--state"])?;
+    args.finish()?;
+    let state = match state.split_once('=') {
+        _ if state == "clear" => PathState::Clear,
+        _ if state == "down" => PathState::Down,
+        _ if state == "congested" => PathState::Congested {
+            penalty_percent: 300,
+        },
+        Some(("congested", pct)) => PathState::Congested {
+            penalty_percent: pct
+                .parse()
+                .map_err(|_| UsageError(format!("--state {state:?}: want congested=PERCENT")))?,
+        },
+        _ => {
+            return Err(UsageError(format!(
+                "--state {state:?}: want clear, congested[=PERCENT] or down"
+            ))
+            .into())
+        }
+    };
+    let message = Message::Mark(NetworkMark {
+        alternate,
+        state,
+        unix_ms: unix_ms(),
+    });
+    smol::block_on(client::send(central, &key, &message)).map_err(CliError::Failed)
+}
+
+pub fn status(mut args: Args) -> Result<(), CliError> {
+    let key = key(&mut args)?;
+    let central: SocketAddr = args.required(&["--central"])?;
+    let json = args.flag(&["--json"]);
+    args.finish()?;
+    let answer = smol::block_on(client::status(central, &key, Duration::from_millis(500)))
+        .map_err(CliError::Failed)?;
+    let [bad_tag, replayed, unknown, malformed] = answer.dropped;
+    if json {
+        let rows: Vec<String> = answer.rows.iter().map(row_json).collect();
+        println!(
+            "{{\"central\":\"{central}\",\"alternates\":[{}],\"dropped\":{{\"bad_tag\":{bad_tag},\"replayed\":{replayed},\"unknown\":{unknown},\"malformed\":{malformed}}}}}",
+            rows.join(",")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<3} {:<12} {:>9} {:>7} {:>11} {:>11} {:>6} {:>6} {:>8} {:>7} {:>13}  addresses / why excluded",
+        "#",
+        "alternate",
+        "score",
+        "active",
+        "remaining",
+        "rate",
+        "cpu",
+        "mem",
+        "promised",
+        "age",
+        "path",
+    );
+    for (n, row) in answer.rows.iter().enumerate() {
+        let r = &row.report;
+        let (rank, score, tail) = match (&row.score_us, &row.excluded) {
+            (Some(s), _) => (
+                (n + 1).to_string(),
+                format!("{:.3} s", *s as f64 / 1e6),
+                r.addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            (None, why) => (
+                "-".into(),
+                "-".into(),
+                format!("excluded: {}", why.as_deref().unwrap_or("?")),
+            ),
+        };
+        println!(
+            "{rank:<3} {:<12} {score:>9} {:>7} {:>8.1} MB {:>6.1} MB/s {:>5.1}% {:>5.1}% {:>8} {:>5} ms {:>13}  {tail}",
+            r.alternate,
+            format!("{}/{}", r.active_transfers, r.max_transfers),
+            r.bytes_remaining as f64 / 1e6,
+            r.bytes_per_sec as f64 / 1e6,
+            f64::from(r.cpu_permille) / 10.0,
+            f64::from(r.mem_permille) / 10.0,
+            row.promised,
+            row.age_ms,
+            path_name(row.path),
+        );
+    }
+    println!("dropped messages: bad tag {bad_tag}, replayed {replayed}, unknown alternate {unknown}, malformed {malformed}");
+    Ok(())
+}
+
+fn path_name(p: PathState) -> String {
+    match p {
+        PathState::Clear => "clear".into(),
+        PathState::Congested { penalty_percent } => format!("congested={penalty_percent}"),
+        PathState::Down => "down".into(),
+    }
+}
+
+/// A JSON string literal (ids and reasons are plain text, but escape what JSON requires).
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn row_json(row: &StatusRow) -> String {
+    let r = &row.report;
+    let addresses: Vec<String> = r
+        .addresses
+        .iter()
+        .map(|a| json_str(&a.to_string()))
+        .collect();
+    format!(
+        "{{\"id\":{},\"addresses\":[{}],\"score_us\":{},\"excluded\":{},\"state\":\"{:?}\",\"active\":{},\"max_transfers\":{},\"bytes_remaining\":{},\"bytes_per_sec\":{},\"link_bytes_per_sec\":{},\"cpu_permille\":{},\"mem_permille\":{},\"load_avg_centi\":{},\"boots_started\":{},\"promised\":{},\"age_ms\":{},\"path\":{},\"sequence\":{},\"digest\":\"{}\"}}",
+        json_str(&r.alternate),
+        addresses.join(","),
+        row.score_us.map_or("null".into(), |s| s.to_string()),
+        row.excluded.as_deref().map_or("null".into(), json_str),
+        r.state,
+        r.active_transfers,
+        r.max_transfers,
+        r.bytes_remaining,
+        r.bytes_per_sec,
+        r.link_bytes_per_sec,
+        r.cpu_permille,
+        r.mem_permille,
+        r.load_avg_centi,
+        r.boots_started,
+        row.promised,
+        row.age_ms,
+        json_str(&path_name(row.path)),
+        r.sequence,
+        hex(&r.digest)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

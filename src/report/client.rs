@@ -1,0 +1,76 @@
+//! The report tool's side of the report port: send a signed message, or ask a central for its
+//! table and wait for the answer.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use smol::future::FutureExt;
+use smol::net::UdpSocket;
+
+use super::wire::{decode, encode, Key, Message, StatusAnswer, StatusRequest, MAX_DATAGRAM_LEN};
+
+async fn socket_for(to: SocketAddr) -> Result<UdpSocket, String> {
+    let local: SocketAddr = match to {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    UdpSocket::bind(local).await.map_err(|e| e.to_string())
+}
+
+/// Sends one signed message to `to`.
+pub async fn send(to: SocketAddr, key: &Key, message: &Message) -> Result<(), String> {
+    let bytes = encode(message, key)?;
+    let socket = socket_for(to).await?;
+    socket
+        .send_to(&bytes, to)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("send to {to}: {e}"))
+}
+
+/// Asks `central` for its table; tries three times, `wait` each.
+pub async fn status(
+    central: SocketAddr,
+    key: &Key,
+    wait: Duration,
+) -> Result<StatusAnswer, String> {
+    let socket = socket_for(central).await?;
+    let nonce = crate::alternate::random_u64();
+    let request = encode(
+        &Message::StatusRequest(StatusRequest {
+            nonce,
+            unix_ms: crate::central::unix_ms(),
+        }),
+        key,
+    )?;
+    let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
+    for _ in 0..3 {
+        socket
+            .send_to(&request, central)
+            .await
+            .map_err(|e| format!("send to {central}: {e}"))?;
+        let deadline = async {
+            smol::Timer::after(wait).await;
+            Ok::<_, std::io::Error>(None)
+        };
+        let answer = async {
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await?;
+                if from != central {
+                    continue;
+                }
+                match decode(&buf[..n], key) {
+                    Ok(Message::StatusAnswer(a)) if a.nonce == nonce => return Ok(Some(a)),
+                    // Not ours, forged or stale: keep waiting.
+                    _ => continue,
+                }
+            }
+        };
+        match answer.or(deadline).await {
+            Ok(Some(answer)) => return Ok(answer),
+            Ok(None) => continue,
+            Err(e) => return Err(format!("receive: {e}")),
+        }
+    }
+    Err(format!("no answer from {central} (is the key right?)"))
+}
