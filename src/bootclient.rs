@@ -291,7 +291,7 @@ mod tests {
             duration: Duration::from_millis(end_ms),
             alternate: alt.map(String::from),
             fell_back: if index == 0 { vec!["x".into()] } else { vec![] },
-            bytes: 10,
+            bytes: if alt.is_some() { 10 } else { 0 },
             error: alt.is_none().then(|| "boom".to_string()),
         }
     }
