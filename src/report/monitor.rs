@@ -48,8 +48,12 @@ pub struct Monitor {
     state: AltState,
     sequence: u64,
     next_due: Option<Instant>,
-    /// Totals and time of the previous report, for the rate.
-    previous: Option<(Instant, u64)>,
+    /// Bytes sent at the previous full-interval report, for the rate.
+    previous_sent: Option<u64>,
+    /// Time with at least one transfer active since then: the rate is what the alternate
+    /// achieves while serving, not diluted by idle time.
+    busy: Duration,
+    last_poll: Option<Instant>,
     was_active: bool,
     state_changed: bool,
 }
@@ -62,7 +66,9 @@ impl Monitor {
             state: AltState::Serving,
             sequence: 0,
             next_due: None,
-            previous: None,
+            previous_sent: None,
+            busy: Duration::ZERO,
+            last_poll: None,
             was_active: false,
             state_changed: false,
         }
@@ -90,26 +96,31 @@ impl Monitor {
         boots_started: u64,
         system: impl FnOnce() -> SystemSample,
     ) -> Option<LoadReport> {
+        if let (Some(last), true) = (self.last_poll, self.was_active) {
+            self.busy += now.saturating_duration_since(last);
+        }
+        self.last_poll = Some(now);
         let active = totals.active > 0;
         let edge = active != self.was_active;
+        self.was_active = active;
         let due = self.next_due.is_none_or(|t| now >= t);
         if !(due || edge || self.state_changed) {
             return None;
         }
-        self.was_active = active;
         self.state_changed = false;
         self.next_due = Some(now + self.identity.interval);
-        let bytes_per_sec = match self.previous {
-            Some((at, sent)) => {
-                let micros = now.saturating_duration_since(at).as_micros().max(1);
-                (u128::from(totals.sent.saturating_sub(sent)) * 1_000_000 / micros) as u64
-            }
-            None => 0,
+        let sent = totals
+            .sent
+            .saturating_sub(self.previous_sent.unwrap_or(totals.sent));
+        let bytes_per_sec = match self.busy.as_micros() {
+            0 => 0,
+            micros => (u128::from(sent) * 1_000_000 / micros) as u64,
         };
-        // A report forced by an edge right after another would measure the rate over a few
-        // milliseconds; keep the baseline of the last full interval instead.
-        if due || self.previous.is_none() {
-            self.previous = Some((now, totals.sent));
+        // A report forced by an edge keeps measuring over the interval; a regular one starts
+        // a new measurement.
+        if due || self.previous_sent.is_none() {
+            self.previous_sent = Some(totals.sent);
+            self.busy = Duration::ZERO;
         }
         self.sequence += 1;
         let system = system();
@@ -221,11 +232,12 @@ mod tests {
         assert!(m
             .poll(t0 + Duration::from_millis(700), totals(2, 100), 1, s)
             .is_none());
-        // Regular report one interval after the last one; rate over the full interval.
+        // Regular report one interval after the last one; the rate counts only the busy time
+        // (600 ms to 1600 ms), not the idle start.
         let regular = m
             .poll(t0 + Duration::from_millis(1600), totals(2, 500_000), 1, s)
             .unwrap();
-        assert_eq!(regular.bytes_per_sec, 312_500);
+        assert_eq!(regular.bytes_per_sec, 500_000);
         // Last transfer ends: report at once.
         let idle = m
             .poll(t0 + Duration::from_millis(1700), totals(0, 600_000), 1, s)

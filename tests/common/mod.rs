@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Path of the binary under test.
 pub fn bootherd() -> &'static str {
@@ -54,36 +55,25 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A `bootherd tftp` server on 127.0.0.1 with an OS-chosen port; killed on drop.
-/// Its stderr lines are collected in `log`.
-pub struct TftpServer {
+/// A `bootherd` subcommand running as a child process; killed on drop. Its stderr lines
+/// are collected in `log`.
+pub struct Daemon {
     child: Child,
-    pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-impl TftpServer {
-    pub fn start(root: &Path, extra: &[&str]) -> Self {
+impl Daemon {
+    /// Starts `bootherd ARGS` with debug logging.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
         let mut child = Command::new(bootherd())
-            .args(["tftp", "--listen", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .args(extra)
+            .args(args)
             .env("BOOTHERD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn bootherd tftp");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("serving on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
+            .expect("spawn bootherd");
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -91,24 +81,82 @@ impl TftpServer {
                 sink.lock().unwrap().push(line);
             }
         });
-        TftpServer { child, addr, log }
+        Daemon { child, log }
+    }
+
+    /// The first log line containing `needle`, waiting up to `wait` for it.
+    pub fn wait_for(&self, needle: &str, wait: Duration) -> Option<String> {
+        let until = Instant::now() + wait;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The address logged after `marker` (e.g. "serving on "), waiting for it.
+    pub fn addr_after(&self, marker: &str) -> SocketAddr {
+        let line = self
+            .wait_for(marker, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no {marker:?} in the log: {:?}", self.log.lock().unwrap()));
+        let rest = line.split(marker).nth(1).unwrap();
+        rest.split([' ', ',']).next().unwrap().parse().unwrap()
+    }
+
+    /// Sends a signal (`kill -SIG`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `bootherd tftp` server on 127.0.0.1 with an OS-chosen port; killed on drop.
+pub struct TftpServer {
+    daemon: Daemon,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TftpServer {
+    pub fn start(root: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "tftp",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let daemon = Daemon::spawn(&args);
+        let addr = daemon.addr_after("serving on ");
+        let log = daemon.log.clone();
+        TftpServer { daemon, addr, log }
     }
 
     /// Whether some log line contains `needle` (waits up to 2 s for it to appear).
     pub fn logged(&self, needle: &str) -> bool {
-        for _ in 0..200 {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        false
-    }
-}
-
-impl Drop for TftpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon
+            .wait_for(needle, Duration::from_secs(2))
+            .is_some()
     }
 }
