@@ -483,3 +483,24 @@ fn demo_runs_and_load_ordering_wins() {
         "static order sends everyone to alt1: {text}"
     );
 }
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = TempDir::new("examples");
+    for name in ["central.toml", "alternate.toml"] {
+        std::fs::copy(format!("examples/{name}"), dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("report.key"), KEY_HEX).unwrap();
+    let load = |name: &str| bootherd::config::Config::load(&dir.path().join(name)).unwrap();
+    let central = load("central.toml").central().unwrap();
+    assert_eq!(central.policy.subnet_costs.len(), 2);
+    let alternate = load("alternate.toml").alternate().unwrap();
+    assert_eq!(alternate.centrals.len(), 2);
+    for config in ["default", "arch-11"] {
+        let text = std::fs::read_to_string(format!("examples/boot/configs/{config}")).unwrap();
+        assert!(
+            bootherd::formats::boot_config::parse(&text).is_ok(),
+            "{config}"
+        );
+    }
+}
