@@ -12,6 +12,8 @@ use crate::balance::{Drop, Ranked, Table};
 use crate::config::CentralConfig;
 use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
 use crate::log;
+use crate::pxe::responder::Service;
+use crate::pxe::server::PxeServer;
 use crate::report::wire::{
     decode, encode, DecodeError, Key, Message, StatusAnswer, MAX_DATAGRAM_LEN,
 };
@@ -91,6 +93,7 @@ pub struct Central {
     table: SharedTable,
     reports: UdpSocket,
     server: Server,
+    pxe: Option<PxeServer>,
 }
 
 impl Central {
@@ -118,11 +121,16 @@ impl Central {
             .await
             .map_err(|e| format!("cannot listen for reports on {}: {e}", config.report_listen))?;
         crate::net::grow_recv_buffer(&reports);
+        let pxe = match &config.pxe {
+            Some(settings) => Some(PxeServer::bind(settings).await?),
+            None => None,
+        };
         Ok(Central {
             key: config.key,
             table,
             reports,
             server,
+            pxe,
         })
     }
 
@@ -136,8 +144,19 @@ impl Central {
         self.server.local_addr()
     }
 
+    /// The PXE sockets, if any.
+    pub fn pxe_addrs(&self) -> Vec<(Service, SocketAddr)> {
+        self.pxe
+            .as_ref()
+            .map(PxeServer::local_addrs)
+            .unwrap_or_default()
+    }
+
     /// Runs until a socket fails.
     pub async fn run(self) -> Result<(), String> {
+        for (service, addr) in self.pxe_addrs() {
+            log::info!("central: PXE {service:?} on {addr}");
+        }
         log::info!(
             "central: reports on {}, TFTP on {}",
             self.report_addr().map_err(|e| e.to_string())?,
@@ -148,7 +167,14 @@ impl Central {
             table,
             reports,
             server,
+            pxe,
         } = self;
+        let pxe = async {
+            match pxe {
+                Some(pxe) => pxe.run().await,
+                None => smol::future::pending().await,
+            }
+        };
         let serve = async {
             server
                 .run()
@@ -169,7 +195,7 @@ impl Central {
                 }
             }
         };
-        serve.or(listen).await
+        serve.or(listen).or(pxe).await
     }
 }
 

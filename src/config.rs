@@ -28,6 +28,13 @@
 //! allow = ["alt1", "alt2"]                # optional allow-list
 //! subnet_costs = ["10.0.1.0/24 alt1 0", "10.0.1.0/24 alt2 200"]
 //!
+//! [pxe]                                   # central: proxyDHCP (67) and discovery (4011)
+//! interfaces = ["eth0 10.0.0.1"]          # "INTERFACE ADDRESS"; * = any, - = the address only
+//! proxy = true                            # false: 4011 only (DHCP server on the same host)
+//! menu = "Boot through bootherd"          # optional PXE menu (full discovery)
+//! boot_efi_x64 = "bootherd-x64.efi"       # also boot_bios, boot_efi_ia32, boot_efi_arm32,
+//!                                         # boot_efi_arm64, boot_ipxe
+//!
 //! [alternate]
 //! id = "alt1"
 //! tftp_listen = "0.0.0.0:69"
@@ -47,6 +54,8 @@ use std::time::Duration;
 use nanoserde::{Toml, TomlParser};
 
 use crate::balance::{Ordering, Policy, SubnetCost};
+use crate::pxe::responder::{BootFiles, PxeConfig};
+use crate::pxe::server::{Binding, Interface, PxeSettings};
 use crate::report::wire::{from_hex, Key};
 use crate::tftp::options::{Limits, BLKSIZE_RANGE};
 use crate::tftp::server::ServerConfig;
@@ -73,6 +82,17 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("central.expected_digest", Kind::Str),
     ("central.allow", Kind::StrList),
     ("central.subnet_costs", Kind::StrList),
+    ("pxe.interfaces", Kind::StrList),
+    ("pxe.proxy", Kind::Bool),
+    ("pxe.proxy_port", Kind::Int),
+    ("pxe.discovery_port", Kind::Int),
+    ("pxe.menu", Kind::Str),
+    ("pxe.boot_bios", Kind::Str),
+    ("pxe.boot_efi_ia32", Kind::Str),
+    ("pxe.boot_efi_x64", Kind::Str),
+    ("pxe.boot_efi_arm32", Kind::Str),
+    ("pxe.boot_efi_arm64", Kind::Str),
+    ("pxe.boot_ipxe", Kind::Str),
     ("alternate.id", Kind::Str),
     ("alternate.tftp_listen", Kind::Str),
     ("alternate.advertise", Kind::StrList),
@@ -151,6 +171,8 @@ pub struct CentralConfig {
     pub report_listen: SocketAddr,
     /// Ordering policy.
     pub policy: Policy,
+    /// proxyDHCP and boot-server discovery, when `[pxe]` lists interfaces.
+    pub pxe: Option<PxeSettings>,
 }
 
 /// An alternate's settings.
@@ -290,7 +312,63 @@ impl Config {
                     .int("central.promise_ttl_ms", 1, 3_600_000)?
                     .map_or(defaults.promise_ttl, Duration::from_millis),
             },
+            pxe: self.pxe()?,
         })
+    }
+
+    fn pxe(&self) -> Result<Option<PxeSettings>, ConfigError> {
+        let Some(entries) = self.list("pxe.interfaces")? else {
+            return Ok(None);
+        };
+        let interfaces = entries
+            .iter()
+            .map(|entry| {
+                let bad = || {
+                    self.error(
+                        "pxe.interfaces",
+                        &format!("{entry:?}: want \"INTERFACE ADDRESS\" (INTERFACE may be * or -)"),
+                    )
+                };
+                let (name, address) = entry.split_once(' ').ok_or_else(bad)?;
+                let address: Ipv4Addr = address.trim().parse().map_err(|_| bad())?;
+                let binding = match name {
+                    "*" => Binding::Any,
+                    "-" => Binding::Address,
+                    name => Binding::Device(name.to_string()),
+                };
+                Ok(Interface { binding, address })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let defaults = BootFiles::default();
+        let file = |key: &str, default: &String| -> Result<String, ConfigError> {
+            Ok(self.str(key)?.unwrap_or_else(|| default.clone()))
+        };
+        let boot_files = BootFiles {
+            bios: file("pxe.boot_bios", &defaults.bios)?,
+            efi_ia32: file("pxe.boot_efi_ia32", &defaults.efi_ia32)?,
+            efi_x64: file("pxe.boot_efi_x64", &defaults.efi_x64)?,
+            efi_arm32: file("pxe.boot_efi_arm32", &defaults.efi_arm32)?,
+            efi_arm64: file("pxe.boot_efi_arm64", &defaults.efi_arm64)?,
+            ipxe: file("pxe.boot_ipxe", &defaults.ipxe)?,
+        };
+        if let Err(why) = boot_files.validate() {
+            let key = format!("pxe.{}", why.split(':').next().unwrap_or_default());
+            return Err(self.error(&key, &why));
+        }
+        let port = |key: &str, default: u16| -> Result<u16, ConfigError> {
+            // 0 lets the kernel pick (tests).
+            Ok(self.int(key, 0, 65535)?.map_or(default, |p| p as u16))
+        };
+        Ok(Some(PxeSettings {
+            responder: PxeConfig {
+                boot_files,
+                menu: self.str("pxe.menu")?,
+            },
+            proxy: self.bool("pxe.proxy")?.unwrap_or(true),
+            interfaces,
+            proxy_port: port("pxe.proxy_port", 67)?,
+            discovery_port: port("pxe.discovery_port", 4011)?,
+        }))
     }
 
     /// An alternate's settings.

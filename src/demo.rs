@@ -149,6 +149,7 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
                 typical_boot_bytes: typical,
                 ..Policy::default()
             },
+            pxe: None,
         })?);
     }
     for (n, &capacity) in o.capacities.iter().enumerate() {

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod formats;
 pub mod log;
 mod net;
+pub mod pxe;
 pub mod report;
 pub mod tftp;
 

@@ -1,0 +1,437 @@
+//! The proxyDHCP and boot-server discovery responder, sans-IO: a request datagram and the
+//! address it arrived on in, a reply datagram and where to send it out (or why not).
+//!
+//! How real firmware proceeds (see `fixtures/CAPTURES.md`), and what we answer:
+//! - iPXE (option 77 "iPXE" or option 175) and legacy BIOS PXE ROMs take `siaddr` and the
+//!   file name from the proxy offer when option 43 says so (discovery control bit 3): that is
+//!   what they get, so they boot at once. iPXE's EFI build never gets a menu.
+//! - UEFI PXE (OVMF, AAVMF) ignores a proxy offer's file without its own discovery: the offer
+//!   has no option 43, and after its DHCP ACK the firmware sends a DHCPREQUEST to UDP 4011,
+//!   which is answered with the boot file.
+//! - With a menu configured, non-iPXE clients get a PXE 2.1 one-item menu and do full
+//!   discovery to 4011 with boot item 71, which is echoed with the boot file.
+//!
+//! Requests without option 60 "PXEClient" are never answered: the site's DHCP service is
+//! untouched. Replies carry no address (`yiaddr` 0), option 53 first, then 54, 60, 97, 43,
+//! and are padded to 300 bytes for old ROMs.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable};
+
+use super::vendor::{find_boot_item, VendorOptions, BOOT_SERVER_TYPE, UNICAST_ONLY, USE_BOOT_FILE};
+
+/// BOOTP's `file` field: 128 bytes with the terminating NUL.
+pub const MAX_BOOT_FILE_LEN: usize = 127;
+/// Replies are at least this long (some PXE ROMs drop shorter BOOTP packets).
+pub const MIN_REPLY_LEN: usize = 300;
+const DHCP_OPTIONS_START: usize = 240;
+const PROMPT: &str = "bootherd";
+
+/// Which service a datagram arrived at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// proxyDHCP, UDP 67.
+    Proxy,
+    /// Boot-server discovery, UDP 4011.
+    Discovery,
+}
+
+/// The boot file (NBP) for each kind of client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    /// Legacy BIOS without iPXE (option 93 = 0): a chainloader such as `undionly.kpxe`.
+    pub bios: String,
+    /// UEFI x86 32-bit (6).
+    pub efi_ia32: String,
+    /// UEFI x86-64 (7, 9).
+    pub efi_x64: String,
+    /// UEFI ARM 32-bit (10).
+    pub efi_arm32: String,
+    /// UEFI ARM64 (11).
+    pub efi_arm64: String,
+    /// Any client already running iPXE.
+    pub ipxe: String,
+}
+
+impl Default for BootFiles {
+    fn default() -> Self {
+        BootFiles {
+            bios: "undionly.kpxe".into(),
+            efi_ia32: "bootherd-ia32.efi".into(),
+            efi_x64: "bootherd-x64.efi".into(),
+            efi_arm32: "bootherd-arm.efi".into(),
+            efi_arm64: "bootherd-aa64.efi".into(),
+            ipxe: crate::formats::alt_list::IPXE_LIST_PATH.into(),
+        }
+    }
+}
+
+impl BootFiles {
+    /// Checks every name against the BOOTP field limit (dhcproto panics past it).
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, name) in [
+            ("boot_bios", &self.bios),
+            ("boot_efi_ia32", &self.efi_ia32),
+            ("boot_efi_x64", &self.efi_x64),
+            ("boot_efi_arm32", &self.efi_arm32),
+            ("boot_efi_arm64", &self.efi_arm64),
+            ("boot_ipxe", &self.ipxe),
+        ] {
+            if name.is_empty() || name.len() > MAX_BOOT_FILE_LEN || name.contains('\0') {
+                return Err(format!("{key}: 1 to {MAX_BOOT_FILE_LEN} bytes, no NUL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Responder settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PxeConfig {
+    /// Boot files by client kind.
+    pub boot_files: BootFiles,
+    /// Offer a PXE menu with this one item (full discovery) instead of a plain offer.
+    pub menu: Option<String>,
+}
+
+/// What the request told us about the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// Hardware address, `52:54:00:..`.
+    pub mac: String,
+    /// Option 93 architecture.
+    pub arch: u16,
+    /// Runs iPXE already.
+    pub ipxe: bool,
+    /// Option 97 UUID, if sent.
+    pub uuid: Option<String>,
+}
+
+/// What to do with a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Not for us, or not answerable; the reason is logged at debug level (plain DHCP traffic
+    /// is the normal case).
+    Ignore(String),
+    /// Send `payload` to `to`.
+    Reply {
+        /// The DHCP reply.
+        payload: Vec<u8>,
+        /// Destination (255.255.255.255:68 for a client without an address).
+        to: SocketAddrV4,
+        /// The client.
+        client: Client,
+        /// Boot file named, if any (none in a menu offer).
+        file: Option<String>,
+    },
+}
+
+fn ignore(why: impl Into<String>) -> Decision {
+    Decision::Ignore(why.into())
+}
+
+/// Answers one datagram that arrived at `service` from `from`, on an interface whose address
+/// is `server_ip`.
+pub fn respond(
+    config: &PxeConfig,
+    service: Service,
+    datagram: &[u8],
+    from: SocketAddr,
+    server_ip: Ipv4Addr,
+) -> Decision {
+    let SocketAddr::V4(from) = from else {
+        return ignore("DHCP over IPv6 is not served");
+    };
+    let clean = match sanitize(datagram) {
+        Ok(clean) => clean,
+        Err(why) => return ignore(format!("malformed DHCP request: {why}")),
+    };
+    let request = match Message::decode(&mut Decoder::new(&clean)) {
+        Ok(m) => m,
+        Err(e) => return ignore(format!("not a DHCP message: {e}")),
+    };
+    if request.opcode() != Opcode::BootRequest {
+        return ignore("not a BOOTREQUEST");
+    }
+    let opts = request.opts();
+    let class = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(b"PXEClient") => c.clone(),
+        _ => return ignore("no option 60 PXEClient: not a PXE client"),
+    };
+    let kind = match opts.get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => *t,
+        _ => return ignore("no message type"),
+    };
+    let reply_type = match (service, kind) {
+        (Service::Proxy, MessageType::Discover) => MessageType::Offer,
+        // A REQUEST on 67 is for the DHCP server the client chose, unless that is us.
+        (Service::Proxy, MessageType::Request) => match opts.get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(id)) if *id == server_ip => MessageType::Ack,
+            _ => return ignore("DHCPREQUEST for another server"),
+        },
+        (Service::Discovery, MessageType::Request | MessageType::Inform) => MessageType::Ack,
+        (_, other) => return ignore(format!("{other:?} is not answered")),
+    };
+    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => u16::from(*a),
+        _ => arch_from_class(&class).unwrap_or(0),
+    };
+    let ipxe = matches!(opts.get(OptionCode::UserClass), Some(DhcpOption::UserClass(u)) if u.windows(4).any(|w| w == b"iPXE"))
+        || opts.get(OptionCode::Unknown(175)).is_some();
+    let uuid_option = match opts.get(OptionCode::ClientMachineIdentifier) {
+        Some(DhcpOption::ClientMachineIdentifier(id)) => Some(id.clone()),
+        _ => None,
+    };
+    let client = Client {
+        mac: request
+            .chaddr()
+            .iter()
+            .take(usize::from(request.hlen().min(16)))
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        arch,
+        ipxe,
+        uuid: uuid_option.as_deref().and_then(format_uuid),
+    };
+    let file = if ipxe {
+        &config.boot_files.ipxe
+    } else {
+        match arch {
+            0 => &config.boot_files.bios,
+            6 => &config.boot_files.efi_ia32,
+            7 | 9 => &config.boot_files.efi_x64,
+            10 => &config.boot_files.efi_arm32,
+            11 => &config.boot_files.efi_arm64,
+            other => {
+                return ignore(format!(
+                    "client {} has architecture {other}, which has no boot file",
+                    client.mac
+                ))
+            }
+        }
+    };
+    let efi = arch != 0;
+    let requested_item = match opts.get(OptionCode::VendorExtensions) {
+        Some(DhcpOption::VendorExtensions(v)) => find_boot_item(v),
+        _ => None,
+    };
+    let server = server_ip.octets();
+    let (vendor, file) = match service {
+        Service::Proxy => match &config.menu {
+            // iPXE's EFI build cannot use a menu: it always gets the file.
+            Some(menu) if !(ipxe && efi) => (
+                Some(
+                    VendorOptions::default()
+                        .discovery_control(UNICAST_ONLY)
+                        .prompt(0, PROMPT)
+                        .boot_server(BOOT_SERVER_TYPE, server)
+                        .menu_item(BOOT_SERVER_TYPE, menu)
+                        .finish(),
+                ),
+                None,
+            ),
+            // UEFI PXE goes to 4011 when the offer has no option 43.
+            _ if efi && !ipxe => (None, Some(file)),
+            _ => (
+                Some(
+                    VendorOptions::default()
+                        .discovery_control(USE_BOOT_FILE)
+                        .prompt(0, PROMPT)
+                        .finish(),
+                ),
+                Some(file),
+            ),
+        },
+        Service::Discovery => {
+            let vendor = match requested_item {
+                Some(item) => VendorOptions::default().boot_item(item),
+                None => VendorOptions::default().discovery_control(USE_BOOT_FILE),
+            };
+            (Some(vendor.finish()), Some(file))
+        }
+    };
+    let payload = match build_reply(
+        &request,
+        reply_type,
+        server_ip,
+        file.map(String::as_str),
+        uuid_option.as_deref(),
+        vendor.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return ignore(format!("cannot encode the reply: {e}")),
+    };
+    let to = destination(service, &request, from);
+    Decision::Reply {
+        payload,
+        to,
+        client,
+        file: file.cloned(),
+    }
+}
+
+/// Where the reply goes: the sender's address and port for discovery (dnsmasq 2.92 broke
+/// clients by broadcasting it) and for a client that already has the address it sends from;
+/// the relay for relayed requests; otherwise broadcast to port 68, since the client has no
+/// address yet.
+fn destination(service: Service, request: &Message, from: SocketAddrV4) -> SocketAddrV4 {
+    match service {
+        Service::Discovery => from,
+        Service::Proxy if !request.giaddr().is_unspecified() => {
+            SocketAddrV4::new(request.giaddr(), 67)
+        }
+        Service::Proxy
+            if !from.ip().is_unspecified()
+                && request.ciaddr() == *from.ip()
+                && !request.flags().broadcast() =>
+        {
+            from
+        }
+        Service::Proxy => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
+    }
+}
+
+fn build_reply(
+    request: &Message,
+    kind: MessageType,
+    server_ip: Ipv4Addr,
+    file: Option<&str>,
+    uuid: Option<&[u8]>,
+    vendor: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    let mut reply = Message::default();
+    reply
+        .set_opcode(Opcode::BootReply)
+        .set_htype(request.htype())
+        .set_xid(request.xid())
+        .set_flags(request.flags())
+        .set_ciaddr(request.ciaddr())
+        .set_yiaddr(Ipv4Addr::UNSPECIFIED)
+        .set_siaddr(server_ip)
+        .set_giaddr(request.giaddr())
+        .set_chaddr(&request.chaddr()[..usize::from(request.hlen().min(16))]);
+    if let Some(file) = file {
+        // Lengths are checked when the config is loaded; this guards the panic anyway.
+        if file.len() > MAX_BOOT_FILE_LEN {
+            return Err(format!("boot file name of {} bytes", file.len()));
+        }
+        reply.set_fname_str(file);
+    }
+    // No options in the message itself: dhcproto writes them in code order, but PXE ROMs want
+    // option 53 first, so they are appended here in that order.
+    let mut out = reply.to_vec().map_err(|e| e.to_string())?;
+    let mut options = vec![
+        DhcpOption::MessageType(kind),
+        DhcpOption::ServerIdentifier(server_ip),
+        DhcpOption::ClassIdentifier(b"PXEClient".to_vec()),
+    ];
+    if let Some(uuid) = uuid {
+        options.push(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));
+    }
+    if let Some(vendor) = vendor {
+        options.push(DhcpOption::VendorExtensions(vendor.to_vec()));
+    }
+    for option in options {
+        out.extend(option.to_vec().map_err(|e| e.to_string())?);
+    }
+    out.push(255);
+    if out.len() < MIN_REPLY_LEN {
+        out.resize(MIN_REPLY_LEN, 0);
+    }
+    Ok(out)
+}
+
+/// `PXEClient:Arch:00007:UNDI:003000` → 7.
+fn arch_from_class(class: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(class).ok()?;
+    let rest = text.split("Arch:").nth(1)?;
+    rest.get(..5)?.parse().ok()
+}
+
+/// Option 97 (type 0 + 16 bytes) as a UUID string, with SMBIOS byte order for the first three
+/// fields as PXE clients send them.
+fn format_uuid(id: &[u8]) -> Option<String> {
+    let b = match id {
+        [0, rest @ ..] if rest.len() == 16 => rest,
+        _ => return None,
+    };
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}",
+        b[3],
+        b[2],
+        b[1],
+        b[0],
+        b[5],
+        b[4],
+        b[7],
+        b[6],
+        b[8],
+        b[9],
+        b[10..]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    ))
+}
+
+/// Options the responder reads; every other option is left out before dhcproto decodes the
+/// request (its decoders assert or panic on several malformed options: 80, 81, 94, 121, ...).
+const WANTED: [u8; 10] = [43, 53, 54, 60, 77, 93, 94, 97, 175, 55];
+
+/// A copy of the request that dhcproto can decode without panicking: the header (with a sane
+/// hardware address length) and the wanted options with valid lengths.
+pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
+    if datagram.len() < DHCP_OPTIONS_START {
+        return Err(format!(
+            "{} bytes is shorter than a DHCP header",
+            datagram.len()
+        ));
+    }
+    // dhcproto slices chaddr by hlen and panics past its 16 bytes.
+    if datagram[2] > 16 {
+        return Err(format!("hardware address length {}", datagram[2]));
+    }
+    if datagram[236..240] != [99, 130, 83, 99] {
+        return Err("no DHCP magic cookie".into());
+    }
+    let mut out = datagram[..DHCP_OPTIONS_START].to_vec();
+    let mut rest = &datagram[DHCP_OPTIONS_START..];
+    while let [code, tail @ ..] = rest {
+        match code {
+            0 => rest = tail,
+            255 => break,
+            _ => {
+                let (&len, tail) = tail
+                    .split_first()
+                    .ok_or(format!("option {code} has no length"))?;
+                let len = usize::from(len);
+                let value = tail
+                    .get(..len)
+                    .ok_or(format!("option {code} runs past the end"))?;
+                let valid = match code {
+                    53 => len == 1,
+                    54 => len == 4,
+                    94 => len == 3,
+                    93 => len >= 2 && len % 2 == 0,
+                    _ => true,
+                };
+                if !valid {
+                    return Err(format!("option {code} has length {len}"));
+                }
+                if WANTED.contains(code) {
+                    out.extend_from_slice(&[*code, len as u8]);
+                    out.extend_from_slice(value);
+                }
+                rest = &tail[len..];
+            }
+        }
+    }
+    out.push(255);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

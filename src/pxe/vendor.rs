@@ -1,0 +1,156 @@
+//! PXE 2.1 vendor options (DHCP option 43 sub-options), which dhcproto keeps as raw bytes.
+//!
+//! Sub-options used: 6 discovery control, 8 boot servers, 9 boot menu, 10 menu prompt,
+//! 71 boot item, 255 end.
+
+/// Discovery control: bit 3: a boot file name in the offer is to be used at once, without
+/// discovery or a menu (what iPXE and legacy PXE ROMs do with a plain proxy offer).
+pub const USE_BOOT_FILE: u8 = 0x08;
+/// Discovery control: bits 0 and 1: no broadcast or multicast discovery; unicast to the boot
+/// servers of sub-option 8 instead.
+pub const UNICAST_ONLY: u8 = 0x03;
+/// The boot server type bootherd announces (0x8000 and up are vendor types).
+pub const BOOT_SERVER_TYPE: u16 = 0x8000;
+
+/// A boot item: server type and layer (sub-option 71).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootItem {
+    /// Boot server type.
+    pub server_type: u16,
+    /// Layer.
+    pub layer: u16,
+}
+
+/// Builds an option 43 payload, sub-option by sub-option, ended by 255.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VendorOptions {
+    bytes: Vec<u8>,
+}
+
+impl VendorOptions {
+    fn push(mut self, code: u8, value: &[u8]) -> Self {
+        // Callers keep values short (text is cut to 64 bytes), well under 255.
+        let len = value.len().min(255);
+        self.bytes.push(code);
+        self.bytes.push(len as u8);
+        self.bytes.extend_from_slice(&value[..len]);
+        self
+    }
+
+    /// Sub-option 6.
+    pub fn discovery_control(self, bits: u8) -> Self {
+        self.push(6, &[bits])
+    }
+
+    /// Sub-option 8: one boot server type with one address.
+    pub fn boot_server(self, server_type: u16, address: [u8; 4]) -> Self {
+        let mut v = server_type.to_be_bytes().to_vec();
+        v.push(1);
+        v.extend_from_slice(&address);
+        self.push(8, &v)
+    }
+
+    /// Sub-option 9: one menu item.
+    pub fn menu_item(self, server_type: u16, description: &str) -> Self {
+        let text = &description.as_bytes()[..description.len().min(64)];
+        let mut v = server_type.to_be_bytes().to_vec();
+        v.push(text.len() as u8);
+        v.extend_from_slice(text);
+        self.push(9, &v)
+    }
+
+    /// Sub-option 10: the prompt, shown for `timeout` seconds (0: boot the first item now).
+    pub fn prompt(self, timeout: u8, text: &str) -> Self {
+        let mut v = vec![timeout];
+        v.extend_from_slice(&text.as_bytes()[..text.len().min(64)]);
+        self.push(10, &v)
+    }
+
+    /// Sub-option 71.
+    pub fn boot_item(self, item: BootItem) -> Self {
+        let mut v = item.server_type.to_be_bytes().to_vec();
+        v.extend_from_slice(&item.layer.to_be_bytes());
+        self.push(71, &v)
+    }
+
+    /// The payload, with the end marker.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes.push(255);
+        self.bytes
+    }
+}
+
+/// The boot item (sub-option 71) of a request's option 43, if it has a well-formed one.
+pub fn find_boot_item(option43: &[u8]) -> Option<BootItem> {
+    let mut rest = option43;
+    while let [code, tail @ ..] = rest {
+        match code {
+            0 => rest = tail,
+            255 => return None,
+            _ => {
+                let (&len, tail) = tail.split_first()?;
+                let value = tail.get(..usize::from(len))?;
+                if *code == 71 && value.len() >= 4 {
+                    return Some(BootItem {
+                        server_type: u16::from_be_bytes([value[0], value[1]]),
+                        layer: u16::from_be_bytes([value[2], value[3]]),
+                    });
+                }
+                rest = &tail[usize::from(len)..];
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_what_pxe_roms_expect() {
+        // The same bytes dnsmasq sends for a one-item menu (see the captures), with our names.
+        let menu = VendorOptions::default()
+            .discovery_control(UNICAST_ONLY)
+            .prompt(0, "PXE")
+            .boot_server(BOOT_SERVER_TYPE, [10, 77, 0, 1])
+            .menu_item(BOOT_SERVER_TYPE, "Lab")
+            .finish();
+        assert_eq!(
+            menu,
+            [
+                6, 1, 3, 10, 4, 0, b'P', b'X', b'E', 8, 7, 0x80, 0, 1, 10, 77, 0, 1, 9, 6, 0x80, 0,
+                3, b'L', b'a', b'b', 255
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_boot_items_and_survives_garbage() {
+        // From the iPXE BIOS menu capture: item 0x8000 layer 0.
+        assert_eq!(
+            find_boot_item(&[0x47, 0x04, 0x80, 0, 0, 0, 0xff]),
+            Some(BootItem {
+                server_type: 0x8000,
+                layer: 0
+            })
+        );
+        assert_eq!(
+            find_boot_item(&[0, 6, 1, 8, 71, 4, 0x80, 1, 0, 0, 255]),
+            Some(BootItem {
+                server_type: 0x8001,
+                layer: 0
+            })
+        );
+        for junk in [
+            &[][..],
+            &[71],
+            &[71, 9, 1],
+            &[71, 2, 1, 2],
+            &[6, 200],
+            &[255, 71, 4, 1, 2, 3, 4],
+        ] {
+            assert_eq!(find_boot_item(junk), None, "{junk:?}");
+        }
+    }
+}
