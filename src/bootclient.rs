@@ -1,7 +1,8 @@
 //! Simulated boot clients: the boot flow of the network bootstrap program, many at once in one
 //! process, for tests, the demo and load experiments.
 //!
-//! One boot: fetch the alternate list from the central; for each alternate in order, fetch the
+//! One boot: optionally the PXE steps (proxy offer, boot-server discovery) and the NBP they
+//! name; then fetch the alternate list from the central; for each alternate in order, fetch the
 //! per-client config (short timeout, so a dead alternate costs little), then every boot file it
 //! names, checking lengths and SHA-256 sums; on any failure move on to the next alternate.
 
@@ -15,6 +16,7 @@ use smol::LocalExecutor;
 
 use crate::formats::alt_list::{self, LIST_PATH};
 use crate::formats::boot_config::{self, CONFIG_DIR};
+use crate::pxe::client::PxeClient;
 use crate::tftp::client::fetch;
 use crate::tftp::download::{ClientRetransmit, RequestSpec};
 
@@ -31,6 +33,18 @@ pub struct ClientOptions {
     pub probe: ClientRetransmit,
     /// Retransmission for the list and the boot files.
     pub transfer: ClientRetransmit,
+    /// Start with the PXE steps (proxy offer, and boot-server discovery when the offer has no
+    /// option 43), then fetch the NBP they name.
+    pub pxe: Option<PxeSteps>,
+}
+
+/// Where the simulated clients do their DHCP steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PxeSteps {
+    /// The central's proxyDHCP socket.
+    pub proxy: SocketAddr,
+    /// Its boot-server discovery socket.
+    pub discovery: SocketAddr,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +58,7 @@ impl Default for ClientOptions {
                 retries: 2,
             },
             transfer: ClientRetransmit::default(),
+            pxe: None,
         }
     }
 }
@@ -51,6 +66,8 @@ impl Default for ClientOptions {
 /// A client's identity: MAC address and SMBIOS UUID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Client number.
+    pub number: u32,
     /// `52-54-00-..`.
     pub mac: String,
     /// Lower-case UUID.
@@ -62,6 +79,7 @@ impl Identity {
     pub fn numbered(n: u32) -> Self {
         let b = n.to_be_bytes();
         Identity {
+            number: n,
             mac: format!("52-54-00-{:02x}-{:02x}-{:02x}", b[1], b[2], b[3]),
             uuid: format!("b0071e7d-0000-4000-8000-5254{n:08x}"),
         }
@@ -125,6 +143,74 @@ async fn get(
         .map_err(|e| format!("{path}: {e}"))
 }
 
+/// Sends `request` to `to` and waits for an answer `read` accepts; three tries, 1 s each.
+async fn exchange<T>(
+    to: SocketAddr,
+    request: &[u8],
+    read: impl Fn(&[u8]) -> Option<T>,
+) -> Result<T, String> {
+    let socket = smol::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1500];
+    for _ in 0..3 {
+        socket
+            .send_to(request, to)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = async {
+            loop {
+                let (n, _) = socket.recv_from(&mut buf).await?;
+                if let Some(answer) = read(&buf[..n]) {
+                    return Ok::<_, std::io::Error>(Some(answer));
+                }
+            }
+        };
+        let timeout = async {
+            smol::Timer::after(Duration::from_secs(1)).await;
+            Ok(None)
+        };
+        if let Some(answer) = smol::future::or(answer, timeout)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(answer);
+        }
+    }
+    Err(format!("no answer from {to}"))
+}
+
+/// The DHCP steps of PXE firmware: returns the NBP the central named.
+async fn pxe_steps(steps: &PxeSteps, who: &Identity, o: &ClientOptions) -> Result<String, String> {
+    let b = who.number.to_be_bytes();
+    let mut uuid = [0u8; 16];
+    uuid[12..].copy_from_slice(&b);
+    let client = PxeClient {
+        xid: 0xB007_0000 ^ who.number,
+        mac: [0x52, 0x54, 0, b[1], b[2], b[3]],
+        uuid,
+        arch: o
+            .arch
+            .parse()
+            .map_err(|_| format!("architecture {:?} is not a number", o.arch))?,
+        address: std::net::Ipv4Addr::LOCALHOST,
+    };
+    let offer = exchange(steps.proxy, &client.discover()?, |d| client.read_answer(d))
+        .await
+        .map_err(|e| format!("proxyDHCP: {e}"))?;
+    // UEFI firmware goes on to boot-server discovery when the offer has no option 43.
+    let answer = if offer.vendor_options {
+        offer
+    } else {
+        exchange(steps.discovery, &client.discovery_request()?, |d| {
+            client.read_answer(d)
+        })
+        .await
+        .map_err(|e| format!("boot-server discovery: {e}"))?
+    };
+    answer.file.ok_or_else(|| "no boot file named".to_string())
+}
+
 /// Boots once through `central`: returns the alternate used, the bytes and the fallbacks.
 pub async fn boot(
     central: SocketAddr,
@@ -132,6 +218,15 @@ pub async fn boot(
     o: &ClientOptions,
 ) -> (Result<(String, u64), String>, Vec<String>) {
     let mut fell_back = Vec::new();
+    if let Some(steps) = &o.pxe {
+        let nbp = match pxe_steps(steps, who, o).await {
+            Ok(nbp) => nbp,
+            Err(e) => return (Err(e), fell_back),
+        };
+        if let Err(e) = get(central, &nbp, o, o.transfer, &mut HashSink::default()).await {
+            return (Err(format!("NBP: {e}")), fell_back);
+        }
+    }
     let mut list = Vec::new();
     if let Err(e) = get(central, LIST_PATH, o, o.transfer, &mut list).await {
         return (Err(format!("central {central}: {e}")), fell_back);

@@ -504,3 +504,82 @@ fn example_configs_are_valid() {
         );
     }
 }
+
+#[test]
+fn pxe_steps_nbp_list_and_boot_files_on_loopback() {
+    let site = Site::new();
+    let nbp = site.dir.path().join("nbp");
+    std::fs::create_dir_all(&nbp).unwrap();
+    std::fs::write(nbp.join("bootherd-x64.efi"), pattern(40_000, 1)).unwrap();
+    std::fs::write(nbp.join("bootherd-aa64.efi"), pattern(30_000, 2)).unwrap();
+    let central = site.central(
+        "c",
+        "tftp_root = \"nbp\"\n[pxe]\ninterfaces = [\"- 127.0.0.1\"]\nproxy_port = 0\ndiscovery_port = 0\n",
+    );
+    let proxy = central.daemon.addr_after("PXE Proxy on ");
+    let discovery = central.daemon.addr_after("PXE Discovery on ");
+    let _alt1 = site.alternate("alt1", 20_000_000, &[&central], 300);
+    let _alt2 = site.alternate("alt2", 10_000_000, &[&central], 300);
+    site.wait_order(&central, Duration::from_secs(5), |o| o.len() == 2);
+    // Junk and plain DHCP first: never answered, and the service goes on.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    probe.send_to(b"\x01\x01\x06garbage", proxy).unwrap();
+    let mut plain = vec![0u8; 240];
+    plain[..4].copy_from_slice(&[1, 1, 6, 0]);
+    plain[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    plain.extend_from_slice(&[53, 1, 1, 255]);
+    probe.send_to(&plain, proxy).unwrap();
+    assert!(
+        probe.recv_from(&mut [0u8; 600]).is_err(),
+        "plain DHCP gets no answer"
+    );
+    let (tftp, proxy, discovery) = (
+        central.tftp.to_string(),
+        proxy.to_string(),
+        discovery.to_string(),
+    );
+    for (arch, nbp_name) in [("7", "bootherd-x64.efi"), ("11", "bootherd-aa64.efi")] {
+        let o = run(&[
+            "client",
+            "--central",
+            &tftp,
+            "--pxe",
+            &proxy,
+            "--discovery",
+            &discovery,
+            "--clients",
+            "3",
+            "--arch",
+            arch,
+            "-v",
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{o:?}");
+        assert!(text.contains("3 clients: share alt"), "{text}");
+        assert!(central
+            .daemon
+            .wait_for(&format!("sent {nbp_name}"), Duration::from_secs(2))
+            .is_some());
+    }
+    let offer = central
+        .daemon
+        .wait_for(
+            "pxe: Proxy 52:54:00:00:00:01 (arch 7",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    assert!(
+        offer.contains("boot file bootherd-x64.efi -> 127.0.0.1:"),
+        "{offer}"
+    );
+    assert!(central
+        .daemon
+        .wait_for(
+            "pxe: Discovery 52:54:00:00:00:02 (arch 11",
+            Duration::from_secs(1)
+        )
+        .is_some());
+}

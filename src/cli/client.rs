@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::args::Args;
 use super::CliError;
-use crate::bootclient::{storm, ClientOptions, Summary};
+use crate::bootclient::{storm, ClientOptions, PxeSteps, Summary};
 use crate::demo::DemoOptions;
 
 pub const CLIENT_USAGE: &str = "\
@@ -22,7 +22,10 @@ Options:
   --spread-ms T          spread their arrivals over T ms [default: 0, all at once]
   --blksize N            block size to ask for [default: 1468]
   --windowsize N         window size to ask for [default: 16]
-  --arch N               architecture (PXE option 93) in the config path [default: 7]
+  --arch N               architecture (PXE option 93) [default: 7]
+  --pxe ADDR:PORT        start with the PXE steps against this proxyDHCP socket, then fetch
+                         the NBP the answer names (clients use 127.0.0.1: loopback tests)
+  --discovery ADDR:PORT  the boot-server discovery socket [default: the --pxe address, 4011]
   -v, --verbose          one line per client
   -h, --help             this help
   -V, --version          print the version
@@ -56,6 +59,13 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
         arch: args.value(&["--arch"])?.unwrap_or(defaults.arch.clone()),
         ..defaults
     };
+    let proxy: Option<SocketAddr> = args.value(&["--pxe"])?;
+    let discovery: Option<SocketAddr> = args.value(&["--discovery"])?;
+    let pxe = proxy.map(|proxy| PxeSteps {
+        proxy,
+        discovery: discovery.unwrap_or(SocketAddr::new(proxy.ip(), 4011)),
+    });
+    let options = ClientOptions { pxe, ..options };
     let verbose = args.flag(&["-v", "--verbose"]);
     args.finish()?;
     let records = storm(central, clients, spread, &options);
