@@ -494,6 +494,7 @@ fn example_configs_are_valid() {
     let load = |name: &str| bootherd::config::Config::load(&dir.path().join(name)).unwrap();
     let central = load("central.toml").central().unwrap();
     assert_eq!(central.policy.subnet_costs.len(), 2);
+    assert_eq!(central.pxe.unwrap().interfaces.len(), 1);
     let alternate = load("alternate.toml").alternate().unwrap();
     assert_eq!(alternate.centrals.len(), 2);
     for config in ["default", "arch-11"] {
