@@ -16,6 +16,7 @@ use smol::LocalExecutor;
 
 use crate::formats::alt_list::{self, LIST_PATH};
 use crate::formats::boot_config::{self, CONFIG_DIR};
+use crate::net::ask;
 use crate::pxe::client::PxeClient;
 use crate::tftp::client::fetch;
 use crate::tftp::download::{ClientRetransmit, RequestSpec};
@@ -143,7 +144,8 @@ async fn get(
         .map_err(|e| format!("{path}: {e}"))
 }
 
-/// Sends `request` to `to` and waits for an answer `read` accepts; three tries, 1 s each.
+/// Sends `request` to `to` and waits for an answer `read` accepts: three tries, 1 s each, as
+/// PXE firmware does.
 async fn exchange<T>(
     to: SocketAddr,
     request: &[u8],
@@ -152,32 +154,12 @@ async fn exchange<T>(
     let socket = smol::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 1500];
-    for _ in 0..3 {
-        socket
-            .send_to(request, to)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = async {
-            loop {
-                let (n, _) = socket.recv_from(&mut buf).await?;
-                if let Some(answer) = read(&buf[..n]) {
-                    return Ok::<_, std::io::Error>(Some(answer));
-                }
-            }
-        };
-        let timeout = async {
-            smol::Timer::after(Duration::from_secs(1)).await;
-            Ok(None)
-        };
-        if let Some(answer) = smol::future::or(answer, timeout)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(answer);
-        }
-    }
-    Err(format!("no answer from {to}"))
+    ask(&socket, to, request, Duration::from_secs(1), 3, |d, _| {
+        read(d)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .ok_or_else(|| format!("no answer from {to}"))
 }
 
 /// The DHCP steps of PXE firmware: returns the NBP the central named.

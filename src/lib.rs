@@ -20,7 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod formats;
 pub mod log;
-mod net;
+pub mod net;
 pub mod pxe;
 pub mod report;
 pub mod tftp;

@@ -4,10 +4,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use smol::future::FutureExt;
 use smol::net::UdpSocket;
 
-use super::wire::{decode, encode, Key, Message, StatusAnswer, StatusRequest, MAX_DATAGRAM_LEN};
+use super::wire::{decode, encode, Key, Message, StatusAnswer, StatusRequest};
+use crate::net::ask;
 
 async fn socket_for(to: SocketAddr) -> Result<UdpSocket, String> {
     let local: SocketAddr = match to {
@@ -43,34 +43,14 @@ pub async fn status(
         }),
         key,
     )?;
-    let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
-    for _ in 0..3 {
-        socket
-            .send_to(&request, central)
-            .await
-            .map_err(|e| format!("send to {central}: {e}"))?;
-        let deadline = async {
-            smol::Timer::after(wait).await;
-            Ok::<_, std::io::Error>(None)
-        };
-        let answer = async {
-            loop {
-                let (n, from) = socket.recv_from(&mut buf).await?;
-                if from != central {
-                    continue;
-                }
-                match decode(&buf[..n], key) {
-                    Ok(Message::StatusAnswer(a)) if a.nonce == nonce => return Ok(Some(a)),
-                    // Not ours, forged or stale: keep waiting.
-                    _ => continue,
-                }
-            }
-        };
-        match answer.or(deadline).await {
-            Ok(Some(answer)) => return Ok(answer),
-            Ok(None) => continue,
-            Err(e) => return Err(format!("receive: {e}")),
+    let answer = ask(&socket, central, &request, wait, 3, |datagram, from| {
+        match decode(datagram, key) {
+            Ok(Message::StatusAnswer(a)) if from == central && a.nonce == nonce => Some(a),
+            // Not ours, forged or stale: keep waiting.
+            _ => None,
         }
-    }
-    Err(format!("no answer from {central} (is the key right?)"))
+    })
+    .await
+    .map_err(|e| format!("asking {central}: {e}"))?;
+    answer.ok_or_else(|| format!("no answer from {central} (is the key right?)"))
 }

@@ -4,11 +4,11 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt;
 use smol::net::UdpSocket;
 use smol::Timer;
 
 use super::download::{ClientRetransmit, Download, DownloadError, RequestSpec};
+use crate::net::recv_before;
 
 /// What a finished download looked like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,19 +91,10 @@ pub async fn fetch(
                 tsize: download.tsize(),
             });
         }
-        match download.poll_timeout() {
-            Some(deadline) => timer.set_at(deadline),
-            None => timer = Timer::never(),
-        }
-        let received = async { Some(socket.recv_from(&mut recv_buf).await) }
-            .or(async {
-                (&mut timer).await;
-                None
-            })
-            .await;
+        let received =
+            recv_before(&socket, &mut recv_buf, &mut timer, download.poll_timeout()).await?;
         let now = Instant::now();
-        if let Some(received) = received {
-            let (n, from) = received?;
+        if let Some((n, from)) = received {
             if let Some(payload) = download.handle_datagram(now, from, &recv_buf[..n]) {
                 out.write_all(payload)?;
             }

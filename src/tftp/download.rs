@@ -609,17 +609,18 @@ mod tests {
         assert_eq!(sim.got, sim.file);
     }
 
-    #[test]
-    fn server_error_is_reported() {
-        let mut c = Download::new(
-            Instant::now(),
-            SERVER,
-            Sim::spec(None, None),
-            ClientRetransmit::default(),
-        );
+    /// A download that has sent its request.
+    fn requested(spec: RequestSpec) -> (Download, [u8; 600], Instant) {
+        let now = Instant::now();
+        let mut c = Download::new(now, SERVER, spec, ClientRetransmit::default());
         let mut buf = [0u8; 600];
         c.poll_transmit(&mut buf).unwrap();
-        let now = Instant::now();
+        (c, buf, now)
+    }
+
+    #[test]
+    fn server_error_is_reported() {
+        let (mut c, _, now) = requested(Sim::spec(None, None));
         assert!(c
             .handle_datagram(now, SERVER_TID, b"\x00\x05\x00\x01not here\x00")
             .is_none());
@@ -634,15 +635,7 @@ mod tests {
 
     #[test]
     fn refuses_an_oack_beyond_what_was_asked() {
-        let mut c = Download::new(
-            Instant::now(),
-            SERVER,
-            Sim::spec(Some(512), None),
-            ClientRetransmit::default(),
-        );
-        let mut buf = [0u8; 600];
-        c.poll_transmit(&mut buf).unwrap();
-        let now = Instant::now();
+        let (mut c, mut buf, now) = requested(Sim::spec(Some(512), None));
         c.handle_datagram(now, SERVER_TID, b"\x00\x06blksize\x001468\x00");
         let tx = c.poll_transmit(&mut buf).unwrap();
         assert_eq!(tx.to, SERVER_TID);
@@ -658,15 +651,7 @@ mod tests {
 
     #[test]
     fn strangers_get_error_5_and_replies_from_other_hosts_are_ignored() {
-        let mut c = Download::new(
-            Instant::now(),
-            SERVER,
-            Sim::spec(None, None),
-            ClientRetransmit::default(),
-        );
-        let mut buf = [0u8; 600];
-        c.poll_transmit(&mut buf).unwrap();
-        let now = Instant::now();
+        let (mut c, mut buf, now) = requested(Sim::spec(None, None));
         let other_host: SocketAddr = "127.0.0.2:50000".parse().unwrap();
         assert!(c
             .handle_datagram(now, other_host, b"\x00\x03\x00\x01x")

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt;
 use smol::net::UdpSocket;
 use smol::{LocalExecutor, Timer};
 
@@ -23,6 +22,7 @@ use super::source::{Content, FileSource, OpenError};
 use super::transfer::{Outcome, Retransmit, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request};
 use crate::log;
+use crate::net::recv_before;
 
 /// Largest file served in netascii mode (converted in memory).
 const MAX_NETASCII_LEN: u64 = 4 << 20;
@@ -179,16 +179,10 @@ impl Server {
         let blksize_buf = usize::from(self.config.limits.max_blksize) + 4;
         let mut buf = vec![0u8; blksize_buf.max(REQUEST_BUF_LEN)];
         let mut next_tick = Instant::now() + SINGLE_PORT_TICK;
-        let mut timer = Timer::at(next_tick);
+        let mut timer = Timer::never();
         loop {
-            let received = async { Some(self.socket.recv_from(&mut buf).await) }
-                .or(async {
-                    (&mut timer).await;
-                    None
-                })
-                .await;
-            if let Some(received) = received {
-                let (n, from) = received?;
+            let received = recv_before(&self.socket, &mut buf, &mut timer, Some(next_tick)).await?;
+            if let Some((n, from)) = received {
                 if let Some(job) = jobs.get_mut(&from) {
                     job.transfer.handle_datagram(from, &buf[..n]);
                     if flush(&self.socket, job, &mut buf).await {
@@ -221,7 +215,6 @@ impl Server {
                     jobs.remove(&peer);
                 }
                 next_tick = now + SINGLE_PORT_TICK;
-                timer.set_at(next_tick);
             }
         }
     }
@@ -332,23 +325,14 @@ async fn serve_alone(socket: UdpSocket, mut job: Job) {
         if flush(&socket, &mut job, &mut buf).await {
             return;
         }
-        match job.transfer.poll_timeout() {
-            Some(deadline) => timer.set_at(deadline),
-            None => timer = Timer::never(),
-        }
-        let received = async { Some(socket.recv_from(&mut buf).await) }
-            .or(async {
-                (&mut timer).await;
-                None
-            })
-            .await;
-        match received {
-            Some(Ok((n, from))) => job.transfer.handle_datagram(from, &buf[..n]),
-            Some(Err(e)) => {
+        let deadline = job.transfer.poll_timeout();
+        match recv_before(&socket, &mut buf, &mut timer, deadline).await {
+            Ok(Some((n, from))) => job.transfer.handle_datagram(from, &buf[..n]),
+            Ok(None) => {}
+            Err(e) => {
                 log::warning!("tftp: {}: receive failed: {e}", job.transfer.peer());
                 return;
             }
-            None => {}
         }
         // After every event: a stream of stray datagrams must not starve the timer.
         job.transfer.handle_timeout(Instant::now());
