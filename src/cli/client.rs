@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::args::Args;
-use super::CliError;
+use super::{say, CliError};
 use crate::bootclient::{storm, ClientOptions, PxeSteps, Summary};
 use crate::demo::DemoOptions;
 
@@ -81,7 +81,7 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
             } else {
                 format!(" after falling back from: {}", r.fell_back.join("; "))
             };
-            println!(
+            say!(
                 "client {:>4}: {outcome} in {:.3} s{fell_back}",
                 r.index,
                 r.duration.as_secs_f64()
@@ -89,7 +89,7 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
         }
     }
     let summary = Summary::of(&records);
-    println!("{} clients: {}", records.len(), summary.line());
+    say!("{} clients: {}", records.len(), summary.line());
     match summary.failures {
         0 => Ok(()),
         n => Err(CliError::Failed(format!("{n} clients failed to boot"))),

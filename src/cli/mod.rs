@@ -23,7 +23,21 @@ pub enum CliError {
     Usage(UsageError),
     /// The work failed (exit 1).
     Failed(String),
+    /// Whoever read stdout stopped (`head`, `grep -q`): stop quietly, as ripgrep does (exit 0).
+    StdoutClosed,
 }
+
+/// `println!` that ends the command with [`CliError::StdoutClosed`] instead of panicking when
+/// stdout is closed.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            return Err($crate::cli::CliError::StdoutClosed);
+        }
+    }};
+}
+pub(crate) use say;
 
 impl From<UsageError> for CliError {
     fn from(e: UsageError) -> Self {
@@ -36,6 +50,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Usage(e) => write!(f, "{e}"),
             CliError::Failed(e) => f.write_str(e),
+            CliError::StdoutClosed => f.write_str("stdout closed"),
         }
     }
 }
@@ -130,6 +145,8 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_prefix("bootherd-"))
+        // Only a known command: `bootherd-aarch64` is just a renamed binary.
+        .filter(|n| COMMANDS.iter().any(|c| c.name == *n))
         .map(OsString::from);
     let mut rest: Vec<OsString> = argv.collect();
     let name = match linked {
@@ -143,11 +160,11 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
     let name = name.to_string_lossy();
     match name.as_ref() {
         "-h" | "--help" | "help" => {
-            print!("{}", overview());
+            write_out(&overview());
             return ExitCode::SUCCESS;
         }
         "-V" | "--version" => {
-            println!("{VERSION}");
+            write_out(&format!("{VERSION}\n"));
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -162,11 +179,11 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) => return usage_error(command, &e),
     };
     if args.has(&["-h", "--help"]) {
-        print!("{}", command.usage);
+        write_out(command.usage);
         return ExitCode::SUCCESS;
     }
     if args.has(&["-V", "--version"]) {
-        println!("{VERSION}");
+        write_out(&format!("{VERSION}\n"));
         return ExitCode::SUCCESS;
     }
     match (command.run)(args) {
@@ -176,7 +193,14 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
             eprintln!("bootherd {}: {e}", command.name);
             ExitCode::from(1)
         }
+        Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
     }
+}
+
+/// Help and version text; a closed stdout is not an error worth a panic.
+fn write_out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 fn usage_error(command: &Command, e: &UsageError) -> ExitCode {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::args::{Args, UsageError};
-use super::CliError;
+use super::{say, CliError};
 use crate::central::unix_ms;
 use crate::config::Config;
 use crate::report::client;
@@ -76,7 +76,7 @@ pub fn report(mut args: Args) -> Result<(), CliError> {
             args.finish()?;
             let digest =
                 digest_dir(dir.as_ref()).map_err(|e| CliError::Failed(format!("{dir}: {e}")))?;
-            println!("{}", hex(&digest));
+            say!("{}", hex(&digest));
             Ok(())
         }
         "keygen" => {
@@ -84,7 +84,7 @@ pub fn report(mut args: Args) -> Result<(), CliError> {
             let bytes: Vec<u8> = (0..4)
                 .flat_map(|_| crate::alternate::random_u64().to_le_bytes())
                 .collect();
-            println!("{}", hex(&bytes));
+            say!("{}", hex(&bytes));
             Ok(())
         }
         other => Err(UsageError(format!("unknown action {other:?}")).into()),
@@ -176,7 +176,7 @@ fn watch(mut args: Args) -> Result<(), CliError> {
                 Ok(other) => format!("{other:?}"),
                 Err(e) => format!("DROPPED ({n} bytes): {e}"),
             };
-            println!("{from}: {line}");
+            say!("{from}: {line}");
         }
         Ok(())
     })
@@ -245,13 +245,13 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
     let [bad_tag, replayed, unknown, malformed] = answer.dropped;
     if json {
         let rows: Vec<String> = answer.rows.iter().map(row_json).collect();
-        println!(
+        say!(
             "{{\"central\":\"{central}\",\"alternates\":[{}],\"dropped\":{{\"bad_tag\":{bad_tag},\"replayed\":{replayed},\"unknown\":{unknown},\"malformed\":{malformed}}}}}",
             rows.join(",")
         );
         return Ok(());
     }
-    println!(
+    say!(
         "{:<3} {:<12} {:>9} {:>7} {:>11} {:>11} {:>6} {:>6} {:>8} {:>7} {:>13}  addresses / why excluded",
         "#",
         "alternate",
@@ -283,7 +283,7 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
                 format!("excluded: {}", why.as_deref().unwrap_or("?")),
             ),
         };
-        println!(
+        say!(
             "{rank:<3} {:<12} {score:>9} {:>7} {:>8.1} MB {:>6.1} MB/s {:>5.1}% {:>5.1}% {:>8} {:>5} ms {:>13}  {tail}",
             r.alternate,
             format!("{}/{}", r.active_transfers, r.max_transfers),
@@ -296,7 +296,7 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
             path_name(row.path),
         );
     }
-    println!("dropped messages: bad tag {bad_tag}, replayed {replayed}, unknown alternate {unknown}, malformed {malformed}");
+    say!("dropped messages: bad tag {bad_tag}, replayed {replayed}, unknown alternate {unknown}, malformed {malformed}");
     Ok(())
 }
 
