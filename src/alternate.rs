@@ -95,10 +95,13 @@ impl FileSource for ConfigSource {
     }
 }
 
-/// Runs an alternate until SIGTERM/SIGINT.
-pub fn run(config: AlternateConfig) -> Result<(), String> {
+/// Runs an alternate until SIGTERM/SIGINT: binds, drops to `user` if asked, then serves.
+pub fn run(config: AlternateConfig, user: Option<&str>) -> Result<(), String> {
+    let alternate = Alternate::bind(config)?;
+    if let Some(user) = user {
+        crate::privileges::drop_to(user)?;
+    }
     smol::block_on(async {
-        let alternate = Alternate::bind(config).await?;
         let signals = async_signal::Signals::new([
             async_signal::Signal::Term,
             async_signal::Signal::Int,
@@ -116,12 +119,13 @@ pub struct Alternate {
     progress: Arc<Progress>,
     boots_started: Arc<AtomicU64>,
     monitor: Monitor,
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
 }
 
 impl Alternate {
-    /// Binds the TFTP socket and the report socket, and hashes the boot files.
-    pub async fn bind(config: AlternateConfig) -> Result<Alternate, String> {
+    /// Binds the TFTP socket and the report socket (synchronously, see
+    /// [`crate::tftp::server::Server`]), and hashes the boot files.
+    pub fn bind(config: AlternateConfig) -> Result<Alternate, String> {
         let dir = DirSource::new(&config.root)
             .map_err(|e| format!("root {}: {e}", config.root.display()))?;
         let digest = digest_dir(&config.root)
@@ -131,7 +135,6 @@ impl Alternate {
         // Bind first: with port 0 the advertised address is only known afterwards.
         let placeholder: Arc<dyn FileSource> = Arc::new(dir.clone());
         let server = Server::bind(server_config.clone(), placeholder)
-            .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.tftp_listen))?;
         let bound = server.local_addr().map_err(|e| e.to_string())?;
         let addresses = if config.advertise.is_empty() {
@@ -150,7 +153,7 @@ impl Alternate {
             IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         };
-        let socket = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
+        let socket = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
         let monitor = Monitor::new(Identity {
             alternate: config.id.clone(),
             addresses,
@@ -199,7 +202,7 @@ impl Alternate {
         let reporter = Reporter {
             key: config.key.clone(),
             centrals: config.centrals.clone(),
-            socket,
+            socket: UdpSocket::try_from(socket).map_err(|e| e.to_string())?,
         };
         let serve = async {
             server

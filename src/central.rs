@@ -91,14 +91,14 @@ impl FileSource for Nothing {
 pub struct Central {
     key: Key,
     table: SharedTable,
-    reports: UdpSocket,
+    reports: std::net::UdpSocket,
     server: Server,
     pxe: Option<PxeServer>,
 }
 
 impl Central {
-    /// Binds the report socket and the TFTP socket.
-    pub async fn bind(config: CentralConfig) -> Result<Central, String> {
+    /// Binds every socket, synchronously (see [`crate::tftp::server::Server`]).
+    pub fn bind(config: CentralConfig) -> Result<Central, String> {
         let table = Arc::new(Mutex::new(Table::new(config.policy.clone())));
         let list = ListSource {
             table: table.clone(),
@@ -115,14 +115,12 @@ impl Central {
             }),
         };
         let server = Server::bind(config.tftp.server(config.tftp_listen), source)
-            .await
             .map_err(|e| format!("cannot listen for TFTP on {}: {e}", config.tftp_listen))?;
-        let reports = UdpSocket::bind(config.report_listen)
-            .await
+        let reports = std::net::UdpSocket::bind(config.report_listen)
             .map_err(|e| format!("cannot listen for reports on {}: {e}", config.report_listen))?;
         crate::net::grow_recv_buffer(&reports);
         let pxe = match &config.pxe {
-            Some(settings) => Some(PxeServer::bind(settings).await?),
+            Some(settings) => Some(PxeServer::bind(settings)?),
             None => None,
         };
         Ok(Central {
@@ -169,6 +167,7 @@ impl Central {
             server,
             pxe,
         } = self;
+        let reports = UdpSocket::try_from(reports).map_err(|e| e.to_string())?;
         let pxe = async {
             match pxe {
                 Some(pxe) => pxe.run().await,
@@ -254,9 +253,13 @@ fn handle_datagram(
     }
 }
 
-/// Runs a central until it fails.
-pub fn run(config: CentralConfig) -> Result<(), String> {
-    smol::block_on(async { Central::bind(config).await?.run().await })
+/// Runs a central until it fails: binds, drops to `user` if asked, then serves.
+pub fn run(config: CentralConfig, user: Option<&str>) -> Result<(), String> {
+    let central = Central::bind(config)?;
+    if let Some(user) = user {
+        crate::privileges::drop_to(user)?;
+    }
+    smol::block_on(central.run())
 }
 
 #[cfg(test)]

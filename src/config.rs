@@ -8,6 +8,7 @@
 //!
 //! ```toml
 //! key_file = "/etc/bootherd/report.key"   # pre-shared report key, at least 16 bytes
+//! user = "nobody"                         # drop root after binding (optional)
 //!
 //! [tftp]                                  # both roles
 //! max_blksize = 1468
@@ -67,6 +68,7 @@ pub const DEFAULT_REPORT_PORT: u16 = 7411;
 /// Every key the file may have, with what it holds.
 const SCHEMA: &[(&str, Kind)] = &[
     ("key_file", Kind::Str),
+    ("user", Kind::Str),
     ("tftp.max_blksize", Kind::Int),
     ("tftp.max_windowsize", Kind::Int),
     ("tftp.max_transfers", Kind::Int),
@@ -446,6 +448,11 @@ impl Config {
             },
             single_port: self.bool("tftp.single_port")?.unwrap_or(false),
         })
+    }
+
+    /// The account to drop to after binding, if any.
+    pub fn user(&self) -> Result<Option<String>, ConfigError> {
+        self.str("user")
     }
 
     /// The report key from `key_file` (hex if the file is only hex digits, else its bytes).

@@ -87,7 +87,7 @@ fn start_central(config: CentralConfig) -> Result<(SocketAddr, SocketAddr), Stri
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         smol::block_on(async {
-            let central = match Central::bind(config).await {
+            let central = match Central::bind(config) {
                 Ok(c) => c,
                 Err(e) => return tx.send(Err(e)).unwrap_or(()),
             };
@@ -108,7 +108,7 @@ fn start_alternate(config: AlternateConfig) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         smol::block_on(async {
-            let alternate = match Alternate::bind(config).await {
+            let alternate = match Alternate::bind(config) {
                 Ok(a) => a,
                 Err(e) => return tx.send(Err(e)).unwrap_or(()),
             };

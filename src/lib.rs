@@ -21,6 +21,7 @@ pub mod demo;
 pub mod formats;
 pub mod log;
 pub mod net;
+pub mod privileges;
 pub mod pxe;
 pub mod report;
 pub mod tftp;

@@ -13,7 +13,7 @@ use smol::Timer;
 const BURST_RECV_BUFFER: usize = 4 << 20;
 
 /// Asks the kernel for a larger receive buffer; a refusal only costs throughput.
-pub fn grow_recv_buffer(socket: &UdpSocket) {
+pub fn grow_recv_buffer(socket: impl std::os::fd::AsFd) {
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, BURST_RECV_BUFFER);
 }
 

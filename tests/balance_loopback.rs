@@ -584,3 +584,40 @@ fn pxe_steps_nbp_list_and_boot_files_on_loopback() {
         )
         .is_some());
 }
+
+#[test]
+fn central_drops_root_after_binding() {
+    let site = Site::new();
+    let uid = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let root = uid(std::process::id()) == 0;
+    let config = site.write_config(
+        "drop.toml",
+        "user = \"nobody\"\n[central]\ntftp_listen = \"127.0.0.1:0\"\nreport_listen = \"127.0.0.1:0\"\n",
+    );
+    if root {
+        let daemon = Daemon::spawn(&["central", "--config", &config]);
+        daemon.addr_after("reports on ");
+        let line = daemon
+            .wait_for("running as nobody", Duration::from_secs(2))
+            .unwrap();
+        assert!(line.contains("uid 65534"), "{line}");
+        assert_eq!(uid(daemon.pid()), 65534, "real uid dropped");
+    } else {
+        // Without root there is nothing to drop to: a clear error, not a half-dropped process.
+        let o = run(&["central", "--config", &config]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot drop to nobody"));
+    }
+}

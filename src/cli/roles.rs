@@ -51,12 +51,14 @@ pub fn central(mut args: Args) -> Result<(), CliError> {
     let config = load(&mut args)?;
     args.finish()?;
     let central = config.central().map_err(config_error)?;
-    crate::central::run(central).map_err(CliError::Failed)
+    let user = config.user().map_err(config_error)?;
+    crate::central::run(central, user.as_deref()).map_err(CliError::Failed)
 }
 
 pub fn alternate(mut args: Args) -> Result<(), CliError> {
     let config = load(&mut args)?;
     args.finish()?;
     let alternate = config.alternate().map_err(config_error)?;
-    crate::alternate::run(alternate).map_err(CliError::Failed)
+    let user = config.user().map_err(config_error)?;
+    crate::alternate::run(alternate, user.as_deref()).map_err(CliError::Failed)
 }

@@ -74,13 +74,7 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
         single_port,
         rate_limit: None,
     };
-    smol::block_on(async {
-        let server = Server::bind(config, Arc::new(source))
-            .await
-            .map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
-        server
-            .run()
-            .await
-            .map_err(|e| CliError::Failed(format!("server stopped: {e}")))
-    })
+    let server = Server::bind(config, Arc::new(source))
+        .map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
+    smol::block_on(server.run()).map_err(|e| CliError::Failed(format!("server stopped: {e}")))
 }

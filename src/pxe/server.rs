@@ -51,7 +51,7 @@ pub struct PxeSettings {
 }
 
 struct Listener {
-    socket: UdpSocket,
+    socket: StdUdpSocket,
     service: Service,
     address: Ipv4Addr,
 }
@@ -62,7 +62,7 @@ pub struct PxeServer {
     listeners: Vec<Listener>,
 }
 
-fn bind(binding: &Binding, address: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
+fn bind(binding: &Binding, address: Ipv4Addr, port: u16) -> io::Result<StdUdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
@@ -75,12 +75,13 @@ fn bind(binding: &Binding, address: Ipv4Addr, port: u16) -> io::Result<UdpSocket
         Binding::Address => address,
     };
     socket.bind(&SocketAddr::from((local, port)).into())?;
-    UdpSocket::try_from(StdUdpSocket::from(socket))
+    Ok(socket.into())
 }
 
 impl PxeServer {
-    /// Binds every socket. Ports below 1024 need root or CAP_NET_BIND_SERVICE.
-    pub async fn bind(settings: &PxeSettings) -> Result<PxeServer, String> {
+    /// Binds every socket (synchronously: see [`crate::tftp::server::Server`]). Ports below 1024
+    /// need root or CAP_NET_BIND_SERVICE.
+    pub fn bind(settings: &PxeSettings) -> Result<PxeServer, String> {
         settings.responder.boot_files.validate()?;
         let mut listeners = Vec::new();
         for iface in &settings.interfaces {
@@ -118,10 +119,15 @@ impl PxeServer {
 
     /// Answers requests until a socket fails.
     pub async fn run(self) -> Result<(), String> {
-        let tasks = self
-            .listeners
+        let mut sockets = Vec::new();
+        for l in &self.listeners {
+            let socket = UdpSocket::try_from(l.socket.try_clone().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            sockets.push((socket, l.service, l.address));
+        }
+        let tasks = sockets
             .iter()
-            .map(|l| serve(l, &self.responder))
+            .map(|(socket, service, address)| serve(socket, *service, *address, &self.responder))
             .collect();
         first_to_finish(tasks).await
     }
@@ -144,24 +150,20 @@ async fn first_to_finish<F: Future<Output = Result<(), String>>>(
     .await
 }
 
-async fn serve(listener: &Listener, responder: &PxeConfig) -> Result<(), String> {
+async fn serve(
+    socket: &UdpSocket,
+    service: Service,
+    address: Ipv4Addr,
+    responder: &PxeConfig,
+) -> Result<(), String> {
     let mut buf = vec![0u8; 1500];
     loop {
-        let (n, from) = listener
-            .socket
+        let (n, from) = socket
             .recv_from(&mut buf)
             .await
             .map_err(|e| format!("PXE socket: {e}"))?;
-        match respond(
-            responder,
-            listener.service,
-            &buf[..n],
-            from,
-            listener.address,
-        ) {
-            Decision::Ignore(why) => {
-                log::debug!("pxe: {:?} {from}: ignored: {why}", listener.service)
-            }
+        match respond(responder, service, &buf[..n], from, address) {
+            Decision::Ignore(why) => log::debug!("pxe: {service:?} {from}: ignored: {why}"),
             Decision::Reply {
                 payload,
                 to,
@@ -170,14 +172,14 @@ async fn serve(listener: &Listener, responder: &PxeConfig) -> Result<(), String>
             } => {
                 log::info!(
                     "pxe: {:?} {} (arch {}{}, uuid {}) from {from}: {} -> {to}",
-                    listener.service,
+                    service,
                     client.mac,
                     client.arch,
                     if client.ipxe { ", iPXE" } else { "" },
                     client.uuid.as_deref().unwrap_or("-"),
                     file.map_or("boot menu".to_string(), |f| format!("boot file {f}"))
                 );
-                if let Err(e) = listener.socket.send_to(&payload, to).await {
+                if let Err(e) = socket.send_to(&payload, to).await {
                     log::warning!("pxe: reply to {to}: {e}");
                 }
             }

@@ -62,10 +62,11 @@ impl Default for ServerConfig {
     }
 }
 
-/// A bound TFTP server, ready to [`run`](Server::run).
+/// A bound TFTP server, ready to [`run`](Server::run). Binding is synchronous and touches no
+/// runtime, so a role can bind its privileged ports, drop root, and only then start smol.
 pub struct Server {
     config: ServerConfig,
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
     source: Arc<dyn FileSource>,
     progress: Arc<Progress>,
     limiter: Option<Limiter>,
@@ -95,8 +96,8 @@ enum Admission {
 
 impl Server {
     /// Binds the listening socket.
-    pub async fn bind(config: ServerConfig, source: Arc<dyn FileSource>) -> io::Result<Self> {
-        let socket = UdpSocket::bind(config.listen).await?;
+    pub fn bind(config: ServerConfig, source: Arc<dyn FileSource>) -> io::Result<Self> {
+        let socket = std::net::UdpSocket::bind(config.listen)?;
         if config.single_port {
             // Every client's ACKs arrive here: give the kernel room to queue bursts.
             crate::net::grow_recv_buffer(&socket);
@@ -142,20 +143,21 @@ impl Server {
             self.config.limits.max_windowsize,
             self.config.max_transfers
         );
+        let socket = UdpSocket::try_from(self.socket.try_clone()?)?;
         if self.config.single_port {
-            self.run_single_port().await
+            self.run_single_port(&socket).await
         } else {
             // Transfer tasks run on the calling thread: a lock-step transfer is one wake-up
             // per block, and a wake-up across threads would cost more than the block itself.
             let tasks = LocalExecutor::new();
-            tasks.run(self.run_standard(&tasks)).await
+            tasks.run(self.run_standard(&socket, &tasks)).await
         }
     }
 
-    async fn run_standard(&self, tasks: &LocalExecutor<'_>) -> io::Result<()> {
+    async fn run_standard(&self, socket: &UdpSocket, tasks: &LocalExecutor<'_>) -> io::Result<()> {
         let mut buf = [0u8; REQUEST_BUF_LEN];
         loop {
-            let (n, from) = self.socket.recv_from(&mut buf).await?;
+            let (n, from) = socket.recv_from(&mut buf).await?;
             match self.admit(from, &buf[..n]) {
                 Admission::Start(job) => {
                     let bind_to = SocketAddr::new(self.config.listen.ip(), 0);
@@ -163,39 +165,41 @@ impl Server {
                         Ok(socket) => tasks.spawn(serve_alone(socket, *job)).detach(),
                         Err(e) => {
                             log::warning!("tftp: {from}: no socket for the transfer: {e}");
-                            self.refuse(from, ErrorCode::NotDefined, "server out of sockets")
+                            refuse(socket, from, ErrorCode::NotDefined, "server out of sockets")
                                 .await;
                         }
                     }
                 }
-                Admission::Refuse(code, message) => self.refuse(from, code, message).await,
+                Admission::Refuse(code, message) => refuse(socket, from, code, message).await,
                 Admission::Ignore => {}
             }
         }
     }
 
-    async fn run_single_port(self) -> io::Result<()> {
+    async fn run_single_port(&self, socket: &UdpSocket) -> io::Result<()> {
         let mut jobs: HashMap<SocketAddr, Box<Job>> = HashMap::new();
         let blksize_buf = usize::from(self.config.limits.max_blksize) + 4;
         let mut buf = vec![0u8; blksize_buf.max(REQUEST_BUF_LEN)];
         let mut next_tick = Instant::now() + SINGLE_PORT_TICK;
         let mut timer = Timer::never();
         loop {
-            let received = recv_before(&self.socket, &mut buf, &mut timer, Some(next_tick)).await?;
+            let received = recv_before(socket, &mut buf, &mut timer, Some(next_tick)).await?;
             if let Some((n, from)) = received {
                 if let Some(job) = jobs.get_mut(&from) {
                     job.transfer.handle_datagram(from, &buf[..n]);
-                    if flush(&self.socket, job, &mut buf).await {
+                    if flush(socket, job, &mut buf).await {
                         jobs.remove(&from);
                     }
                 } else {
                     match self.admit(from, &buf[..n]) {
                         Admission::Start(mut job) => {
-                            if !flush(&self.socket, &mut job, &mut buf).await {
+                            if !flush(socket, &mut job, &mut buf).await {
                                 jobs.insert(from, job);
                             }
                         }
-                        Admission::Refuse(code, message) => self.refuse(from, code, message).await,
+                        Admission::Refuse(code, message) => {
+                            refuse(socket, from, code, message).await
+                        }
                         Admission::Ignore => {}
                     }
                 }
@@ -207,7 +211,7 @@ impl Server {
                 let mut finished = Vec::new();
                 for (peer, job) in jobs.iter_mut() {
                     job.transfer.handle_timeout(now);
-                    if flush(&self.socket, job, &mut buf).await {
+                    if flush(socket, job, &mut buf).await {
                         finished.push(*peer);
                     }
                 }
@@ -307,13 +311,14 @@ impl Server {
             started: now,
         }))
     }
+}
 
-    async fn refuse(&self, to: SocketAddr, code: ErrorCode, message: &str) {
-        let mut buf = [0u8; 128];
-        if let Ok(len) = (Packet::Error { code, message }).emit(&mut buf) {
-            // Best effort: a client that cannot be told will time out.
-            let _ = self.socket.send_to(&buf[..len], to).await;
-        }
+/// Answers a request with an ERROR.
+async fn refuse(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
+    let mut buf = [0u8; 128];
+    if let Ok(len) = (Packet::Error { code, message }).emit(&mut buf) {
+        // Best effort: a client that cannot be told will time out.
+        let _ = socket.send_to(&buf[..len], to).await;
     }
 }
 

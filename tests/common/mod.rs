@@ -117,6 +117,11 @@ impl Daemon {
         assert!(ok, "kill -{signal}");
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the process to exit.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
