@@ -377,6 +377,15 @@ async fn flush(socket: &UdpSocket, job: &mut Job, buf: &mut [u8]) -> bool {
                 size as f64 / elapsed.as_secs_f64().max(1e-6) / 1e6
             );
         }
+        // UEFI PXE asks for the size first and ends that transfer after the OACK with error 8:
+        // routine, so only at debug level.
+        Outcome::ClientError {
+            code: ErrorCode::OptionRefused,
+            message,
+        } => log::debug!(
+            "tftp: {peer}: {} size probe ended by the client: {message:?}",
+            job.path
+        ),
         Outcome::ClientError { code, message } => log::info!(
             "tftp: {peer}: {} ended by the client: error {} {message:?}",
             job.path,
