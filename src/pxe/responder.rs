@@ -21,6 +21,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use super::vendor::{find_boot_item, VendorOptions, BOOT_SERVER_TYPE, UNICAST_ONLY, USE_BOOT_FILE};
+use crate::formats::boot_config::uuid_from_option_97;
 
 /// BOOTP's `file` field: 128 bytes with the terminating NUL.
 pub const MAX_BOOT_FILE_LEN: usize = 127;
@@ -194,7 +195,7 @@ pub fn respond(
             .join(":"),
         arch,
         ipxe,
-        uuid: uuid_option.as_deref().and_then(format_uuid),
+        uuid: uuid_option.as_deref().and_then(uuid_from_option_97),
     };
     let file = if ipxe {
         &config.boot_files.ipxe
@@ -349,32 +350,6 @@ fn arch_from_class(class: &[u8]) -> Option<u16> {
     let text = std::str::from_utf8(class).ok()?;
     let rest = text.split("Arch:").nth(1)?;
     rest.get(..5)?.parse().ok()
-}
-
-/// Option 97 (type 0 + 16 bytes) as a UUID string, with SMBIOS byte order for the first three
-/// fields as PXE clients send them.
-fn format_uuid(id: &[u8]) -> Option<String> {
-    let b = match id {
-        [0, rest @ ..] if rest.len() == 16 => rest,
-        _ => return None,
-    };
-    Some(format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}",
-        b[3],
-        b[2],
-        b[1],
-        b[0],
-        b[5],
-        b[4],
-        b[7],
-        b[6],
-        b[8],
-        b[9],
-        b[10..]
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    ))
 }
 
 /// Options the responder reads; every other option is left out before dhcproto decodes the
