@@ -77,7 +77,7 @@ pub fn render_ipxe(entries: &[AltEntry]) -> String {
             let _ = writeln!(
                 out,
                 "echo bootherd: trying {id} at {a}\n\
-                 chain --autofree tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{buildarch}} || \
+                 chain --autofree tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
                  echo bootherd: {id} at {a} did not answer",
                 id = e.id,
                 path = super::boot_config::IPXE_CONFIG_DIR,
@@ -132,7 +132,7 @@ mod tests {
         assert!(script.starts_with("#!ipxe\n"));
         let chains: Vec<&str> = script.lines().filter(|l| l.starts_with("chain")).collect();
         assert_eq!(chains.len(), 3);
-        assert!(chains[0].starts_with("chain --autofree tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${buildarch} || "));
+        assert!(chains[0].starts_with("chain --autofree tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
         assert!(chains[2].contains("tftp://10.0.0.11:69/"));
         assert!(script.ends_with("exit 1\n"));
     }

@@ -3,7 +3,8 @@
 //! A client asks one path, `bootherd.cfg/UUID/MAC/ARCH` (or `bootherd.ipxe/...` for an iPXE
 //! script); the alternate answers with the first of these files under its `configs/` directory
 //! that exists, the lookup order of pxelinux: `uuid-UUID`, `mac-MAC` (lower case, `-`
-//! separated), `arch-ARCH`, `default`. Unknown parts may be sent as `-`.
+//! separated), `arch-ARCH` (the PXE option 93 number; iPXE's `${platform}-${buildarch}` is
+//! mapped to it), `default`. Unknown parts may be sent as `-`.
 //!
 //! Format: one directive per line; `#` comments; `${alternate}` is replaced by the serving
 //! alternate's id.
@@ -82,10 +83,27 @@ pub fn lookup_order(uuid: &str, mac: &str, arch: &str) -> Vec<String> {
         ));
     }
     if known(arch) {
-        out.push(alloc::format!("arch-{}", arch.to_ascii_lowercase()));
+        out.push(alloc::format!(
+            "arch-{}",
+            pxe_arch(&arch.to_ascii_lowercase())
+        ));
     }
     out.push(String::from("default"));
     out
+}
+
+/// The PXE architecture number (option 93) for what a client calls itself: a number already
+/// (the NBP), or iPXE's `${platform}-${buildarch}` (`pcbios-i386`, `efi-x86_64`, `efi-arm64`),
+/// so that one `arch-7` file serves both the NBP and iPXE on UEFI x64.
+fn pxe_arch(arch: &str) -> &str {
+    match arch {
+        a if a.starts_with("pcbios-") => "0",
+        "efi-i386" => "6",
+        "efi-x86_64" => "7",
+        "efi-arm32" => "10",
+        "efi-arm64" => "11",
+        other => other,
+    }
 }
 
 /// DHCP option 97 (type 0 + 16 bytes) as the UUID string of the config path. PXE clients send
@@ -239,6 +257,16 @@ mod tests {
             ]
         );
         assert_eq!(lookup_order("-", "", "-"), ["default"]);
+        for (ipxe, number) in [
+            ("pcbios-i386", "0"),
+            ("efi-x86_64", "7"),
+            ("EFI-ARM64", "11"),
+        ] {
+            assert_eq!(
+                lookup_order("-", "-", ipxe)[0],
+                alloc::format!("arch-{number}")
+            );
+        }
     }
 
     #[test]
