@@ -29,7 +29,8 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr};
 
 use formats::alt_list::{self, LIST_PATH};
-use formats::boot_config::{self, dhcp_option, uuid_from_option_97, BootConfig, CONFIG_DIR};
+use formats::boot_config::{self, BootConfig, CONFIG_DIR};
+use formats::dhcp::{packet_option, uuid_from_option_97};
 use uefi::boot::{self, LoadImageSource, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::network::pxe::BaseCode;
@@ -117,7 +118,7 @@ fn run() -> Result<Status, String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let mac = mac.join("-");
-    let uuid = dhcp_option(discover, 97)
+    let uuid = packet_option(discover, 97)
         .and_then(uuid_from_option_97)
         .unwrap_or_else(|| "-".to_string());
     let central_ip = IpAddr::V4(Ipv4Addr::from(central));

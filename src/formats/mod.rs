@@ -3,6 +3,8 @@
 //!
 //! - [`alt_list`]: the alternate list the central generates, best first.
 //! - [`boot_config`]: the per-client config file an alternate serves.
+//! - [`dhcp`]: reading options out of raw DHCP packets.
 
 pub mod alt_list;
 pub mod boot_config;
+pub mod dhcp;

@@ -21,7 +21,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use super::vendor::{find_boot_item, VendorOptions, BOOT_SERVER_TYPE, UNICAST_ONLY, USE_BOOT_FILE};
-use crate::formats::boot_config::uuid_from_option_97;
+use crate::formats::dhcp::uuid_from_option_97;
 
 /// BOOTP's `file` field: 128 bytes with the terminating NUL.
 pub const MAX_BOOT_FILE_LEN: usize = 127;

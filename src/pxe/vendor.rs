@@ -12,6 +12,8 @@ pub const UNICAST_ONLY: u8 = 0x03;
 /// The boot server type bootherd announces (0x8000 and up are vendor types).
 pub const BOOT_SERVER_TYPE: u16 = 0x8000;
 
+use crate::formats::dhcp::find_option;
+
 /// A boot item: server type and layer (sub-option 71).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootItem {
@@ -82,25 +84,13 @@ impl VendorOptions {
 
 /// The boot item (sub-option 71) of a request's option 43, if it has a well-formed one.
 pub fn find_boot_item(option43: &[u8]) -> Option<BootItem> {
-    let mut rest = option43;
-    while let [code, tail @ ..] = rest {
-        match code {
-            0 => rest = tail,
-            255 => return None,
-            _ => {
-                let (&len, tail) = tail.split_first()?;
-                let value = tail.get(..usize::from(len))?;
-                if *code == 71 && value.len() >= 4 {
-                    return Some(BootItem {
-                        server_type: u16::from_be_bytes([value[0], value[1]]),
-                        layer: u16::from_be_bytes([value[2], value[3]]),
-                    });
-                }
-                rest = &tail[usize::from(len)..];
-            }
-        }
+    match find_option(option43, 71)? {
+        [t0, t1, l0, l1, ..] => Some(BootItem {
+            server_type: u16::from_be_bytes([*t0, *t1]),
+            layer: u16::from_be_bytes([*l0, *l1]),
+        }),
+        _ => None,
     }
-    None
 }
 
 #[cfg(test)]
