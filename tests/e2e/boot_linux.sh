@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# End-to-end boot of a real Linux kernel through the central and the least-loaded alternate.
+#
+# The lab of lab.sh (network namespaces on 10.77.0.0/24 behind a bridge, removed on exit):
+#   bh-e2e-dhcp     dnsmasq: plain DHCP (addresses only) + RA-only IPv6 router
+#   bh-e2e-central  bootherd central at 10.77.0.1: proxyDHCP, UDP 4011, TFTP with nothing but
+#                   the generated alternate list; iPXE clients get bootherd/alternates.ipxe
+#   bh-e2e-alt1..3  three alternates at 10.77.0.11-13, each on port 69 of its own address,
+#                   capped at 16, 10 and 6 MB/s (rate_limit), reporting every 500 ms, each with
+#                   the same boot set: Debian's current amd64 kernel (cached under
+#                   /var/cache/bootherd-e2e), a busybox-static initramfs whose /init prints
+#                   `BOOTHERD-MARKER booted-from=<bootherd.alt=>` and powers off, and
+#                   configs/default: kernel vmlinuz, initrd initrd.img,
+#                   cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
+# One alternate (alt1, the largest) is kept busy: three loops of `bootherd fetch` of a 256 MiB
+# file from the central's namespace, so the central orders it last.
+# Cases (QEMU TCG, SeaBIOS + iPXE ROM on e1000, -machine pc,graphics=off):
+#   least-loaded  the client boots to the marker; the marker names the first alternate of the
+#                 list the central logged for the client, which is not the busy one
+#   fallback      the moment the central logs the client's list, the first alternate on it is
+#                 killed (SIGKILL; the central still lists it for up to 3 intervals): the
+#                 client falls back to the next entry and boots to a marker naming it; the
+#                 killed alternate is restarted after the run
+# In both, the central serves the client nothing over TFTP but bootherd/alternates.ipxe. Each
+# case runs BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
+#
+# Usage (root): tests/e2e/boot_linux.sh [CASE...]        default: every case
+# Environment: those of lab.sh (BH_E2E_KEEP, BH_E2E_NO_BUILD, BH_E2E_IPXE_ROM), and
+# BH_E2E_RUNS (runs per case, 3), BH_E2E_LINUX_TIMEOUT (seconds per VM run, 300).
+set -euo pipefail
+
+# shellcheck source=tests/e2e/lab.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lab.sh"
+
+CACHE=/var/cache/bootherd-e2e
+RUNS=${BH_E2E_RUNS:-3}
+LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
+ALL_CASES=(least-loaded fallback)
+LAB_PACKAGES+=(busybox-static)
+LAB_FILES+=(/bin/busybox)
+
+ALTS=(alt1 alt2 alt3)
+declare -A ALT_ADDRESS=([alt1]=10.77.0.11 [alt2]=10.77.0.12 [alt3]=10.77.0.13)
+declare -A ALT_CAPACITY=([alt1]=16000000 [alt2]=10000000 [alt3]=6000000)
+INTERVAL_MS=500
+BUSY=alt1
+BUSY_WORKERS=3
+BALLAST_MIB=256
+MARKER="BOOTHERD-MARKER"
+DNSMASQ_ALONE_S=7.4 # the issue: dnsmasq alone (PXE + TFTP) to the marker, iPXE BIOS, this host
+
+# ---------------------------------------------------------------------------------------------
+# The boot set
+
+# The current Debian amd64 kernel (what linux-image-amd64 depends on), from the cache or
+# downloaded once with apt-get; prints its path.
+kernel_image() {
+    local pkg="" tmp cached
+    mkdir -p "$CACHE"
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ { print $2; exit }') || true
+    if [ -n "$pkg" ] && [ -s "$CACHE/vmlinuz-${pkg#linux-image-}" ]; then
+        echo "$CACHE/vmlinuz-${pkg#linux-image-}"
+        return
+    fi
+    tmp=$(mktemp -d /tmp/bh-e2e-kernel.XXXXXX)
+    chown _apt "$tmp" 2>/dev/null || true # apt-get download drops to _apt
+    if [ -z "$pkg" ] || ! (cd "$tmp" && apt-get download -qq "$pkg" >&2); then
+        # Stale package lists name a kernel the mirror no longer has: refresh once.
+        apt-get update -qq >&2 || true
+        pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+            awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ { print $2; exit }') || true
+        [ -n "$pkg" ] && (cd "$tmp" && apt-get download -qq "$pkg" >&2) || pkg=""
+    fi
+    if [ -n "$pkg" ]; then
+        dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/x"
+        cp "$tmp/x/boot/vmlinuz-${pkg#linux-image-}" "$CACHE/.vmlinuz.part"
+        mv "$CACHE/.vmlinuz.part" "$CACHE/vmlinuz-${pkg#linux-image-}"
+    fi
+    rm -rf "$tmp"
+    # Offline: the newest kernel cached by an earlier run.
+    cached=$(find "$CACHE" -maxdepth 1 -name 'vmlinuz-*-amd64' -size +1M | sort -V | tail -n 1)
+    [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-amd64 failed and $CACHE is empty"
+    echo "$cached"
+}
+
+# A gzipped newc cpio with busybox-static whose /init prints the marker and powers off.
+build_initrd() {
+    local dir=$WORK/initramfs applet
+    [[ $(ldd /bin/busybox 2>&1) == *"not a dynamic executable"* ]] ||
+        die "/bin/busybox is not the static build (install busybox-static)"
+    mkdir -p "$dir/bin" "$dir/dev" "$dir/proc"
+    cp /bin/busybox "$dir/bin/busybox"
+    for applet in sh mount cat echo sleep poweroff; do ln -s busybox "$dir/bin/$applet"; done
+    mknod -m 600 "$dir/dev/console" c 5 1 # the kernel opens it for init's stdio
+    cat >"$dir/init" <<EOF
+#!/bin/sh
+mount -t proc proc /proc
+alt=none
+for word in \$(cat /proc/cmdline); do
+    case \$word in bootherd.alt=*) alt=\${word#bootherd.alt=} ;; esac
+done
+echo "$MARKER booted-from=\$alt"
+sleep 1
+poweroff -f
+EOF
+    chmod 755 "$dir/init"
+    (cd "$dir" && find . | /bin/busybox cpio -o -H newc 2>/dev/null) | gzip -9 >"$1"
+}
+
+# $WORK/bootset: vmlinuz, initrd.img, configs/default, and the ballast the busy loops fetch
+# (sparse); every alternate's root is a hard-linked copy.
+make_boot_set() {
+    local set=$WORK/bootset kernel
+    kernel=$(kernel_image)
+    mkdir -p "$set/configs"
+    cp "$kernel" "$set/vmlinuz"
+    build_initrd "$set/initrd.img"
+    truncate -s "${BALLAST_MIB}M" "$set/ballast.bin"
+    cat >"$set/configs/default" <<'EOF'
+kernel vmlinuz
+initrd initrd.img
+cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
+EOF
+    BOOT_BYTES=$(($(stat -c %s "$set/vmlinuz") + $(stat -c %s "$set/initrd.img")))
+    say "boot set: $(basename "$kernel") ($(stat -c %s "$set/vmlinuz") bytes), initrd.img" \
+        "($(stat -c %s "$set/initrd.img") bytes)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The lab
+
+start_alternates() {
+    local id
+    for id in "${ALTS[@]}"; do
+        # Blocks up to 8 KiB for the ballast loops (a sixth of the packets to send: less CPU
+        # taken from the VM); iPXE asks for 1432 bytes all the same.
+        setup_alternate "$id" "${ALT_ADDRESS[$id]}" "interval_ms = $INTERVAL_MS" \
+            "link_bytes_per_sec = ${ALT_CAPACITY[$id]}" "rate_limit = true" \
+            "[tftp]" "max_blksize = 8192"
+        cp -al "$WORK/bootset/." "$WORK/$id/boot/"
+        run_alternate "$id"
+    done
+}
+
+# BUSY_WORKERS loops fetching the ballast from the busy alternate, from the central's host.
+start_busy() {
+    local i
+    for ((i = 1; i <= BUSY_WORKERS; i++)); do
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        spawn "$NS_CENTRAL" "$WORK/busy$i.log" bash -c \
+            'sleep "$1"; while :; do "$2" fetch -q --blksize 8192 --windowsize 4 -o /dev/null "$3" || sleep 1; done' \
+            busy $((2 * (i - 1))) "$BOOTHERD" "tftp://${ALT_IP[$BUSY]}:69/ballast.bin"
+    done
+    wait_for "$BUSY busy and ordered last" 60 - lab_settled
+}
+
+# The central ranks every alternate, and the busy one, with transfers running, last.
+lab_settled() {
+    local status id
+    status=$(central_status) || return 1
+    for id in "${ALTS[@]}"; do
+        grep -Eq "\{\"id\":\"$id\",\"addresses\":\[[^]]*\],\"score_us\":[0-9]" <<<"$status" || return 1
+    done
+    grep -Eq "\{\"id\":\"$BUSY\",[^}]*\"active\":[1-9]" <<<"$status" || return 1
+    [ "$(central_order "$status" | awk '{ print $NF }')" = "$BUSY" ]
+}
+
+# The ids of the central's order, best first, from its status.
+central_order() {
+    grep -Eo '"id":"[^"]+","addresses":\[[^]]*\],"score_us":[0-9]+' <<<"$1" |
+        sed -E 's/"id":"([^"]+)".*"score_us":([0-9]+)/\2 \1/' | sort -n | awk '{ print $2 }' | xargs
+}
+
+lab_up() {
+    make_boot_set
+    make_bridge
+    # Not the ballast: 16 MB/s of it would fill the disk.
+    start_capture not \( host "$CENTRAL_IP" and host "${ALT_ADDRESS[$BUSY]}" and udp and not port 7411 \)
+    start_dhcp
+    CENTRAL_EXTRA="typical_boot_bytes = $BOOT_BYTES"
+    start_central # no NBP files: iPXE clients get the generated list
+    start_alternates
+    start_busy
+    say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP, alt1-3 ${ALT_ADDRESS[alt1]}-13" \
+        "(capacities 16/10/6 MB/s), $BUSY busy; central order: $(central_order "$(central_status)")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Checks on a run
+
+LIST_RE="central: ($CLIENT_PEER): list ([a-z0-9]+) "
+
+# The ids of a central list line, best first.
+list_ids() { sed -E 's/.*: list //; s/ \([^)]*\)//g; s/,//g' <<<"$1"; }
+
+# Lines written since the VM started to alternate ID's log that concern the client at IP.
+client_lines() { source_text "$1" | grep -F "tftp: $2:" || true; }
+
+# The checks common to both cases; LIST and BOOTED are the list's ids and the marker's.
+check_common() {
+    local ip=$1 list=$2 booted=$3 lines bad ok=0
+    lines=$(source_text central | grep -E "tftp: $CLIENT_PEER: " || true)
+    bad=$(grep -v 'bootherd/alternates\.ipxe' <<<"$lines" || true)
+    if [ -z "$bad" ] && grep -q ': sent bootherd/alternates\.ipxe ' <<<"$lines"; then ok=1; fi
+    check_line "$ok" "central: sent the client bootherd/alternates.ipxe and nothing else over TFTP" || {
+        printf '     %s\n' "$bad"
+        return 1
+    }
+    ok=0
+    lines=$(client_lines "$booted" "$ip")
+    if grep -q ': sent vmlinuz ' <<<"$lines" && grep -q ': sent initrd\.img ' <<<"$lines"; then ok=1; fi
+    check_line "$ok" "$booted: sent the client vmlinuz and initrd.img" || return 1
+    ok=1
+    [ "$(awk '{ print $NF }' <<<"$list")" = "$BUSY" ] || ok=0
+    check_line "$ok" "the busy $BUSY is last on the list ($list)"
+}
+
+after_least_loaded() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list first booted id rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    first=${list%% *}
+    booted=${marker##*booted-from=}
+    check_line "$([ "$booted" = "$first" ] && echo 1 || echo 0)" \
+        "the marker names the list's first, $first (booted from $booted)" || rc=1
+    check_line "$([ "$first" != "$BUSY" ] && echo 1 || echo 0)" \
+        "the first, $first, is not the busy $BUSY" || rc=1
+    for id in "${ALTS[@]}"; do
+        [ "$id" = "$booted" ] || [ -z "$(client_lines "$id" "$ip")" ] ||
+            check_line 0 "$id served the client too" || rc=1
+    done
+    check_common "$ip" "$list" "$booted" || rc=1
+    return $rc
+}
+
+after_fallback() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list first second booted killed
+    local rc=0 killed_line
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    read -r first second _ <<<"$list"
+    booted=${marker##*booted-from=}
+    killed_line=$(cat "$WORK/killed" 2>/dev/null || true)
+    killed=${killed_line##* }
+    check_line "$([ "$killed" = "$first" ] && echo 1 || echo 0)" \
+        "killed the list's first, ${killed:-nothing}, $(seconds_since "$VM_START_US" "$killed_line") s after VM start" ||
+        rc=1
+    check_line "$([ -z "$(client_lines "$first" "$ip")" ] && echo 1 || echo 0)" \
+        "$first: the client met it dead (no request from the client in its log)" || rc=1
+    check_line "$([ "$booted" = "$second" ] && echo 1 || echo 0)" \
+        "the marker names the list's second, $second (booted from $booted)" || rc=1
+    check_common "$ip" "$list" "$booted" || rc=1
+    KILLED=$killed
+    return $rc
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+
+# Arms a background watcher: the moment the central logs a list for a client, SIGKILL the
+# first alternate on it and note its id in $WORK/killed (with a bootherd-style time stamp).
+arm_killer() {
+    local from
+    from=$(($(wc -l <"$WORK/central.log") + 1))
+    rm -f "$WORK/killed"
+    (
+        exec < <(exec tail -n "+$from" -s 0.02 -F "$WORK/central.log" 2>/dev/null)
+        tail_pid=$!
+        trap 'kill "$tail_pid" 2>/dev/null; exit 0' TERM
+        while IFS= read -r line; do
+            [[ $line =~ $LIST_RE ]] || continue
+            kill -9 "${ALT_PID[${BASH_REMATCH[2]}]}"
+            printf '%s killed %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "${BASH_REMATCH[2]}" >"$WORK/killed"
+            break
+        done
+        kill "$tail_pid" 2>/dev/null
+    ) &
+    KILLER_PID=$!
+    PIDS+=("$KILLER_PID")
+}
+
+# The expectations of a Linux boot; the list line is expectation 0, MARKER_I the marker.
+expect_linux_boot() {
+    reset_expectations
+    EXP_MAIN_WHAT="marker"
+    expect "central: logged the client's list" central "$LIST_RE"
+    expect "central: proxy offer to $CLIENT_MAC (arch 0, iPXE) naming bootherd/alternates.ipxe" \
+        central "pxe: Proxy $CLIENT_MAC \(arch 0, iPXE.*boot file bootherd/alternates\.ipxe"
+    expect "central: TFTP sent bootherd/alternates.ipxe" central \
+        "tftp: $CLIENT_PEER: sent bootherd/alternates\.ipxe "
+    expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at "
+    if [ "$1" = fallback ]; then
+        expect "serial: the first alternate did not answer" serial \
+            "bootherd: [a-z0-9]+ at [0-9.:]+ did not answer"
+    fi
+    expect "an alternate: sent the client its boot config" alternates \
+        "alternate: $CLIENT_PEER: boot config configs/default"
+    KERNEL_I=${#EXP_LABEL[@]}
+    expect "an alternate: sent vmlinuz" alternates "tftp: $CLIENT_PEER: sent vmlinuz "
+    expect "an alternate: sent initrd.img" alternates "tftp: $CLIENT_PEER: sent initrd\.img "
+    MARKER_I=${#EXP_LABEL[@]}
+    expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+}
+
+boot_linux_vm() {
+    wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+    boot_vm "$1" "$LINUX_TIMEOUT" -machine pc,graphics=off -m 256 -boot n \
+        -device "e1000,netdev=net0,mac=$CLIENT_MAC,romfile=$IPXE_ROM"
+}
+
+declare -A TIMES LIST_AT KERNEL_AT
+# Notes the times of a passing run of case CASE: the marker, the list, the kernel sent.
+note_times() {
+    [ "$VM_OK" = 1 ] || return 0
+    TIMES[$1]+="$VM_SECONDS "
+    LIST_AT[$1]+="$(seconds_since "$VM_START_US" "${VM_LINE[0]}") "
+    KERNEL_AT[$1]+="$(seconds_since "$VM_START_US" "${VM_LINE[KERNEL_I]}") "
+}
+case_least_loaded() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        expect_linux_boot least-loaded
+        AFTER_VM=after_least_loaded
+        boot_linux_vm "least-loaded-$run"
+        note_times least-loaded
+    done
+}
+
+case_fallback() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        expect_linux_boot fallback
+        AFTER_VM=after_fallback KILLED=""
+        arm_killer
+        boot_linux_vm "fallback-$run"
+        stop_pid "$KILLER_PID"
+        note_times fallback
+        if [ -e "$WORK/killed" ]; then # bring it back for the next run
+            KILLED=$(awk '{ print $NF }' "$WORK/killed")
+            stop_pid "${ALT_PID[$KILLED]}" KILL
+            wait_for "$KILLED stale in the central's table" 10 - not_ranked "$KILLED"
+            run_alternate "$KILLED"
+        fi
+    done
+}
+
+not_ranked() { ! central_ranks "$1"; }
+
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+main() {
+    local cases=("$@") c times
+    [ ${#cases[@]} -gt 0 ] || cases=("${ALL_CASES[@]}")
+    for c in "${cases[@]}"; do
+        declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]})"
+    done
+    lab_main linux
+    lab_up
+    for c in "${cases[@]}"; do "case_${c//-/_}"; done
+    say "== seconds from VM start to the marker (dnsmasq alone: $DNSMASQ_ALONE_S s, iPXE BIOS, from the issue)"
+    for c in "${cases[@]}"; do
+        times=${TIMES[$c]:-}
+        if [ -n "$times" ]; then
+            say "   $c: median $(median "$times") s of $(wc -w <<<"$times") passing runs ($(xargs <<<"$times"));" \
+                "medians: list fetched at $(median "${LIST_AT[$c]}") s, kernel sent at" \
+                "$(median "${KERNEL_AT[$c]}") s"
+        else
+            say "   $c: no passing run"
+        fi
+    done
+    if [ "$FAILURES" -gt 0 ]; then
+        say "FAIL: $FAILURES of $((${#cases[@]} * RUNS)) runs"
+        exit 1
+    fi
+    say "PASS: all $((${#cases[@]} * RUNS)) runs of ${#cases[@]} cases"
+}
+
+main "$@"
