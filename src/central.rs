@@ -1,9 +1,10 @@
 //! The central boot server role: the report listener and ordering daemon, and TFTP for the NBP
 //! files and the alternate list generated on every request.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
@@ -37,9 +38,39 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A client that asks for the list again within this window gets the same list, and no second
+/// boot is counted against its first alternate: UEFI TFTP asks for a file's size before reading
+/// it, and a client may resend its request.
+const REPEAT_WINDOW: Duration = Duration::from_secs(3);
+
 /// Serves the alternate list, generated from the table for each client.
 struct ListSource {
     table: SharedTable,
+    /// The last list handed to each client address, while within [`REPEAT_WINDOW`].
+    recent: Mutex<HashMap<IpAddr, (Instant, Vec<Ranked>)>>,
+}
+
+impl ListSource {
+    fn new(table: SharedTable) -> Self {
+        ListSource {
+            table,
+            recent: Mutex::default(),
+        }
+    }
+
+    /// The list for `client`: the one it got moments ago, or a new assignment.
+    fn list_for(&self, client: SocketAddr, now: Instant) -> Vec<Ranked> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|_, (at, _)| now.saturating_duration_since(*at) < REPEAT_WINDOW);
+        if let Some((_, ranked)) = recent.get(&client.ip()) {
+            log::debug!("central: {client}: list again (same as moments ago)");
+            return ranked.clone();
+        }
+        let ranked = lock(&self.table).assign(now, Some(client.ip()));
+        log::info!("central: {client}: list {}", describe(&ranked));
+        recent.insert(client.ip(), (now, ranked.clone()));
+        ranked
+    }
 }
 
 impl FileSource for ListSource {
@@ -49,8 +80,7 @@ impl FileSource for ListSource {
             IPXE_LIST_PATH => true,
             _ => return Err(OpenError::NotFound),
         };
-        let ranked = lock(&self.table).assign(Instant::now(), Some(client.ip()));
-        log::info!("central: {client}: list {}", describe(&ranked));
+        let ranked = self.list_for(client, Instant::now());
         let entries: Vec<AltEntry> = ranked
             .into_iter()
             .map(|r| AltEntry {
@@ -100,9 +130,7 @@ impl Central {
     /// Binds every socket, synchronously (see [`crate::tftp::server::Server`]).
     pub fn bind(config: CentralConfig) -> Result<Central, String> {
         let table = Arc::new(Mutex::new(Table::new(config.policy.clone())));
-        let list = ListSource {
-            table: table.clone(),
-        };
+        let list = ListSource::new(table.clone());
         let source: Arc<dyn FileSource> = match &config.tftp_root {
             Some(root) => Arc::new(Overlay {
                 first: list,
@@ -305,9 +333,7 @@ mod tests {
         lock(&table)
             .handle_report(Instant::now(), report("alt1", 1))
             .unwrap();
-        let src = ListSource {
-            table: table.clone(),
-        };
+        let src = ListSource::new(table.clone());
         let client: SocketAddr = "127.0.0.1:999".parse().unwrap();
         let Ok(Content::Bytes(text)) =
             src.open(&crate::tftp::path::sanitize(LIST_PATH).unwrap(), client)
@@ -319,6 +345,24 @@ mod tests {
             "# bootherd alternate list v1, best first\nalt1 127.0.0.11:6901\n"
         );
         assert_eq!(lock(&table).status(Instant::now())[0].promised, 1);
+        // The same client again at once (a size probe, a resent request): same list, no
+        // second promise; another client counts.
+        let now = Instant::now();
+        assert_eq!(src.list_for(client, now)[0].id, "alt1");
+        assert_eq!(lock(&table).status(now)[0].promised, 1);
+        let other: SocketAddr = "127.0.0.2:999".parse().unwrap();
+        src.list_for(other, now);
+        assert_eq!(lock(&table).status(now)[0].promised, 2);
+        let later = now + REPEAT_WINDOW;
+        lock(&table)
+            .handle_report(later, report("alt1", 2))
+            .unwrap();
+        src.list_for(client, later);
+        assert_eq!(
+            lock(&table).status(now)[0].promised,
+            3,
+            "a new boot after the window"
+        );
         let Ok(Content::Bytes(script)) = src.open(
             &crate::tftp::path::sanitize(IPXE_LIST_PATH).unwrap(),
             client,

@@ -68,7 +68,9 @@ pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
 }
 
 /// Renders the list as an iPXE script: chain to each alternate's per-client boot script in
-/// order, falling through (`||`) to the next when one does not answer.
+/// order, falling through (`||`) to the next when one does not answer. `--timeout` gives up on
+/// a silent alternate after 3 s instead of iPXE's own 16 s of retries; it is a progress timeout,
+/// so a slow alternate that is still sending is not cut off.
 pub fn render_ipxe(entries: &[AltEntry]) -> String {
     let mut out = String::from("#!ipxe\n# bootherd alternate list v1, best first\n");
     for e in entries {
@@ -77,7 +79,7 @@ pub fn render_ipxe(entries: &[AltEntry]) -> String {
             let _ = writeln!(
                 out,
                 "echo bootherd: trying {id} at {a}\n\
-                 chain --autofree tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
+                 chain --autofree --timeout 3000 tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
                  echo bootherd: {id} at {a} did not answer",
                 id = e.id,
                 path = super::boot_config::IPXE_CONFIG_DIR,
@@ -132,7 +134,7 @@ mod tests {
         assert!(script.starts_with("#!ipxe\n"));
         let chains: Vec<&str> = script.lines().filter(|l| l.starts_with("chain")).collect();
         assert_eq!(chains.len(), 3);
-        assert!(chains[0].starts_with("chain --autofree tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
+        assert!(chains[0].starts_with("chain --autofree --timeout 3000 tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
         assert!(chains[2].contains("tftp://10.0.0.11:69/"));
         assert!(script.ends_with("exit 1\n"));
     }

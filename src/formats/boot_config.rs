@@ -52,17 +52,21 @@ impl BootConfig {
         self.kernel.iter().chain(&self.initrds).chain(&self.files)
     }
 
-    /// Renders as an iPXE script that boots the kernel.
+    /// Renders as an iPXE script that boots the kernel. Each initrd is also named on the
+    /// command line (`initrd=NAME`): iPXE's EFI builds hand initrds to the kernel only that way.
     pub fn render_ipxe(&self, base_url: &str) -> String {
         let mut out = String::from("#!ipxe\n");
+        let mut cmdline = self.cmdline.clone();
         for f in &self.initrds {
             out.push_str(&alloc::format!("initrd {base_url}/{}\n", f.path));
+            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+            cmdline.push_str(&alloc::format!(" initrd={name}"));
         }
         if let Some(k) = &self.kernel {
             out.push_str(&alloc::format!(
                 "kernel {base_url}/{} {}\nboot\n",
                 k.path,
-                self.cmdline
+                cmdline.trim_start()
             ));
         }
         out
@@ -233,7 +237,7 @@ mod tests {
         let c = parse("kernel k\ninitrd i\ncmdline a=b\n").unwrap();
         assert_eq!(
             c.render_ipxe("tftp://10.0.0.1:69"),
-            "#!ipxe\ninitrd tftp://10.0.0.1:69/i\nkernel tftp://10.0.0.1:69/k a=b\nboot\n"
+            "#!ipxe\ninitrd tftp://10.0.0.1:69/i\nkernel tftp://10.0.0.1:69/k a=b initrd=i\nboot\n"
         );
     }
 }
