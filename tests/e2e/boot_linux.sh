@@ -21,8 +21,13 @@
 #                 killed (SIGKILL; the central still lists it for up to 3 intervals): the
 #                 client falls back to the next entry and boots to a marker naming it; the
 #                 killed alternate is restarted after the run
-# In both, the central serves the client nothing over TFTP but bootherd/alternates.ipxe. Each
-# case runs BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
+#   ovmf-nbp      OVMF (q35, virtio-net without option ROM, native PXE): proxy offer, UDP 4011,
+#                 then the Rust NBP (nbp/, built here) reads bootherd/alternates.txt from the
+#                 central, the config and boot files from the list's first alternate, and
+#                 starts the kernel (initrd through LoadFile2): the marker names that first
+# The central serves the client nothing over TFTP but its NBP and list (iPXE:
+# bootherd/alternates.ipxe; UEFI: bootherd-x64.efi and bootherd/alternates.txt). Each case runs
+# BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
 #
 # Usage (root): tests/e2e/boot_linux.sh [CASE...]        default: every case
 # Environment: those of lab.sh (BH_E2E_KEEP, BH_E2E_NO_BUILD, BH_E2E_IPXE_ROM), and
@@ -35,9 +40,12 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback)
-LAB_PACKAGES+=(busybox-static)
-LAB_FILES+=(/bin/busybox)
+ALL_CASES=(least-loaded fallback ovmf-nbp)
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS.fd
+NBP=$REPO/nbp/target/x86_64-unknown-uefi/release/bootherd-nbp.efi
+LAB_PACKAGES+=(busybox-static ovmf)
+LAB_FILES+=(/bin/busybox "$OVMF_CODE" "$OVMF_VARS")
 
 ALTS=(alt1 alt2 alt3)
 declare -A ALT_ADDRESS=([alt1]=10.77.0.11 [alt2]=10.77.0.12 [alt3]=10.77.0.13)
@@ -179,7 +187,13 @@ lab_up() {
     start_capture not \( host "$CENTRAL_IP" and host "${ALT_ADDRESS[$BUSY]}" and udp and not port 7411 \)
     start_dhcp
     CENTRAL_EXTRA="typical_boot_bytes = $BOOT_BYTES"
-    start_central # no NBP files: iPXE clients get the generated list
+    start_central # iPXE clients get the generated list; UEFI ones the Rust NBP:
+    if [ "${BH_E2E_NO_BUILD:-0}" != 1 ] || [ ! -e "$NBP" ]; then
+        rustup target add x86_64-unknown-uefi >/dev/null
+        (cd "$REPO" && cargo build --quiet --release --manifest-path nbp/Cargo.toml \
+            --target x86_64-unknown-uefi) || die "cannot build the NBP"
+    fi
+    cp "$NBP" "$WORK/central/nbp/bootherd-x64.efi"
     start_alternates
     start_busy
     say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP, alt1-3 ${ALT_ADDRESS[alt1]}-13" \
@@ -197,13 +211,14 @@ list_ids() { sed -E 's/.*: list //; s/ \([^)]*\)//g; s/,//g' <<<"$1"; }
 # Lines written since the VM started to alternate ID's log that concern the client at IP.
 client_lines() { source_text "$1" | grep -F "tftp: $2:" || true; }
 
-# The checks common to both cases; LIST and BOOTED are the list's ids and the marker's.
+# The checks common to every case; LIST and BOOTED are the list's ids and the marker's; the
+# central may have served only the files matching ALLOWED (by default the iPXE list).
 check_common() {
-    local ip=$1 list=$2 booted=$3 lines bad ok=0
+    local ip=$1 list=$2 booted=$3 allowed=${4:-bootherd/alternates\.ipxe} lines bad ok=0
     lines=$(source_text central | grep -E "tftp: $CLIENT_PEER: " || true)
-    bad=$(grep -v 'bootherd/alternates\.ipxe' <<<"$lines" || true)
-    if [ -z "$bad" ] && grep -q ': sent bootherd/alternates\.ipxe ' <<<"$lines"; then ok=1; fi
-    check_line "$ok" "central: sent the client bootherd/alternates.ipxe and nothing else over TFTP" || {
+    bad=$(grep -Ev ": ($allowed) |: (sent|sending) ($allowed) " <<<"$lines" || true)
+    if [ -z "$bad" ] && grep -q ': sent bootherd/alternates\.' <<<"$lines"; then ok=1; fi
+    check_line "$ok" "central: sent the client its NBP and list and nothing else over TFTP" || {
         printf '     %s\n' "$bad"
         return 1
     }
@@ -230,7 +245,7 @@ after_least_loaded() {
         [ "$id" = "$booted" ] || [ -z "$(client_lines "$id" "$ip")" ] ||
             check_line 0 "$id served the client too" || rc=1
     done
-    check_common "$ip" "$list" "$booted" || rc=1
+    check_common "$ip" "$list" "$booted" "${CENTRAL_FILES:-bootherd/alternates\.ipxe}" || rc=1
     return $rc
 }
 
@@ -342,6 +357,37 @@ case_fallback() {
             wait_for "$KILLED stale in the central's table" 10 - not_ranked "$KILLED"
             run_alternate "$KILLED"
         fi
+    done
+}
+
+case_ovmf_nbp() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        reset_expectations
+        EXP_MAIN_WHAT="marker"
+        expect "central: logged the client's list" central "$LIST_RE"
+        expect "central: proxy offer to $CLIENT_MAC (arch 7) naming bootherd-x64.efi" central \
+            "pxe: Proxy $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
+        expect "central: discovery (4011) answer naming bootherd-x64.efi" central \
+            "pxe: Discovery $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
+        expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent bootherd-x64\.efi "
+        expect "serial: the NBP read the list" serial "bootherd: alternate list \("
+        expect "an alternate: sent the client its boot config" alternates \
+            "alternate: $CLIENT_PEER: boot config configs/default"
+        KERNEL_I=${#EXP_LABEL[@]}
+        expect "an alternate: sent vmlinuz" alternates "tftp: $CLIENT_PEER: sent vmlinuz "
+        expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
+        MARKER_I=${#EXP_LABEL[@]}
+        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+        AFTER_VM=after_least_loaded CENTRAL_FILES='bootherd-x64\.efi|bootherd/alternates\.txt'
+        cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        boot_vm "ovmf-nbp-$run" "$LINUX_TIMEOUT" -machine q35 -m 512 \
+            -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
+            -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
+            -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile=,bootindex=1"
+        CENTRAL_FILES=""
+        note_times ovmf-nbp
     done
 }
 
