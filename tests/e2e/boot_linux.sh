@@ -25,6 +25,8 @@
 #                 then the Rust NBP (nbp/, built here) reads bootherd/alternates.txt from the
 #                 central, the config and boot files from the list's first alternate, and
 #                 starts the kernel (initrd through LoadFile2): the marker names that first
+#   ovmf-fallback the same with the list's first alternate killed as the list goes out: the
+#                 NBP moves on to the second
 # The central serves the client nothing over TFTP but its NBP and list (iPXE:
 # bootherd/alternates.ipxe; UEFI: bootherd-x64.efi and bootherd/alternates.txt). Each case runs
 # BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
@@ -40,7 +42,8 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback ovmf-nbp)
+ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback)
+NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS.fd
 NBP=$REPO/nbp/target/x86_64-unknown-uefi/release/bootherd-nbp.efi
@@ -265,7 +268,7 @@ after_fallback() {
         "$first: the client met it dead (no request from the client in its log)" || rc=1
     check_line "$([ "$booted" = "$second" ] && echo 1 || echo 0)" \
         "the marker names the list's second, $second (booted from $booted)" || rc=1
-    check_common "$ip" "$list" "$booted" || rc=1
+    check_common "$ip" "$list" "$booted" "${CENTRAL_FILES:-bootherd/alternates\.ipxe}" || rc=1
     KILLED=$killed
     return $rc
 }
@@ -351,43 +354,74 @@ case_fallback() {
         boot_linux_vm "fallback-$run"
         stop_pid "$KILLER_PID"
         note_times fallback
-        if [ -e "$WORK/killed" ]; then # bring it back for the next run
-            KILLED=$(awk '{ print $NF }' "$WORK/killed")
-            stop_pid "${ALT_PID[$KILLED]}" KILL
-            wait_for "$KILLED stale in the central's table" 10 - not_ranked "$KILLED"
-            run_alternate "$KILLED"
-        fi
+        restore_killed
     done
+}
+
+# Brings the alternate the killer stopped back for the next run.
+restore_killed() {
+    [ -e "$WORK/killed" ] || return 0
+    KILLED=$(awk '{ print $NF }' "$WORK/killed")
+    stop_pid "${ALT_PID[$KILLED]}" KILL
+    wait_for "$KILLED stale in the central's table" 10 - not_ranked "$KILLED"
+    run_alternate "$KILLED"
+}
+
+# The expectations of a UEFI boot through the Rust NBP (fallback: the first alternate is dead).
+expect_nbp_boot() {
+    reset_expectations
+    EXP_MAIN_WHAT="marker"
+    expect "central: logged the client's list" central "$LIST_RE"
+    expect "central: proxy offer to $CLIENT_MAC (arch 7) naming bootherd-x64.efi" central \
+        "pxe: Proxy $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
+    expect "central: discovery (4011) answer naming bootherd-x64.efi" central \
+        "pxe: Discovery $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
+    expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent bootherd-x64\.efi "
+    expect "serial: the NBP read the list" serial "bootherd: alternate list \("
+    if [ "$1" = fallback ]; then
+        expect "serial: the NBP moved past the dead first alternate" serial \
+            "bootherd: [a-z0-9]+ at [0-9.:]+: .*trying the next"
+    fi
+    expect "an alternate: sent the client its boot config" alternates \
+        "alternate: $CLIENT_PEER: boot config configs/default"
+    KERNEL_I=${#EXP_LABEL[@]}
+    expect "an alternate: sent vmlinuz" alternates "tftp: $CLIENT_PEER: sent vmlinuz "
+    expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
+    MARKER_I=${#EXP_LABEL[@]}
+    expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+}
+
+boot_ovmf_vm() {
+    cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
+    wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+    boot_vm "$1" "$LINUX_TIMEOUT" -machine q35 -m 512 \
+        -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
+        -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
+        -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile=,bootindex=1"
 }
 
 case_ovmf_nbp() {
     local run
     for ((run = 1; run <= RUNS; run++)); do
-        reset_expectations
-        EXP_MAIN_WHAT="marker"
-        expect "central: logged the client's list" central "$LIST_RE"
-        expect "central: proxy offer to $CLIENT_MAC (arch 7) naming bootherd-x64.efi" central \
-            "pxe: Proxy $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
-        expect "central: discovery (4011) answer naming bootherd-x64.efi" central \
-            "pxe: Discovery $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
-        expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent bootherd-x64\.efi "
-        expect "serial: the NBP read the list" serial "bootherd: alternate list \("
-        expect "an alternate: sent the client its boot config" alternates \
-            "alternate: $CLIENT_PEER: boot config configs/default"
-        KERNEL_I=${#EXP_LABEL[@]}
-        expect "an alternate: sent vmlinuz" alternates "tftp: $CLIENT_PEER: sent vmlinuz "
-        expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
-        MARKER_I=${#EXP_LABEL[@]}
-        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
-        AFTER_VM=after_least_loaded CENTRAL_FILES='bootherd-x64\.efi|bootherd/alternates\.txt'
-        cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
-        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
-        boot_vm "ovmf-nbp-$run" "$LINUX_TIMEOUT" -machine q35 -m 512 \
-            -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
-            -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
-            -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile=,bootindex=1"
+        expect_nbp_boot least-loaded
+        AFTER_VM=after_least_loaded CENTRAL_FILES=$NBP_FILES
+        boot_ovmf_vm "ovmf-nbp-$run"
         CENTRAL_FILES=""
         note_times ovmf-nbp
+    done
+}
+
+case_ovmf_fallback() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        expect_nbp_boot fallback
+        AFTER_VM=after_fallback KILLED="" CENTRAL_FILES=$NBP_FILES
+        arm_killer
+        boot_ovmf_vm "ovmf-fallback-$run"
+        stop_pid "$KILLER_PID"
+        CENTRAL_FILES=""
+        note_times ovmf-fallback
+        restore_killed
     done
 }
 
