@@ -2,7 +2,7 @@
 //! files and the alternate list generated on every request.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,16 +38,17 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A client that asks for the list again within this window gets the same list, and no second
-/// boot is counted against its first alternate: UEFI TFTP asks for a file's size before reading
-/// it, and a client may resend its request.
+/// A client that asks for the list again from the same address and port within this window (it
+/// resent its request before our answer reached it) gets the same list, and no second boot is
+/// counted against its first alternate. Keyed by port too: many simulated clients, or clients
+/// behind one NAT, share an address.
 const REPEAT_WINDOW: Duration = Duration::from_secs(3);
 
 /// Serves the alternate list, generated from the table for each client.
 struct ListSource {
     table: SharedTable,
-    /// The last list handed to each client address, while within [`REPEAT_WINDOW`].
-    recent: Mutex<HashMap<IpAddr, (Instant, Vec<Ranked>)>>,
+    /// The last list handed to each client address and port, while within [`REPEAT_WINDOW`].
+    recent: Mutex<HashMap<SocketAddr, (Instant, Vec<Ranked>)>>,
 }
 
 impl ListSource {
@@ -62,13 +63,13 @@ impl ListSource {
     fn list_for(&self, client: SocketAddr, now: Instant) -> Vec<Ranked> {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         recent.retain(|_, (at, _)| now.saturating_duration_since(*at) < REPEAT_WINDOW);
-        if let Some((_, ranked)) = recent.get(&client.ip()) {
+        if let Some((_, ranked)) = recent.get(&client) {
             log::debug!("central: {client}: list again (same as moments ago)");
             return ranked.clone();
         }
         let ranked = lock(&self.table).assign(now, Some(client.ip()));
         log::info!("central: {client}: list {}", describe(&ranked));
-        recent.insert(client.ip(), (now, ranked.clone()));
+        recent.insert(client, (now, ranked.clone()));
         ranked
     }
 }
@@ -345,12 +346,12 @@ mod tests {
             "# bootherd alternate list v1, best first\nalt1 127.0.0.11:6901\n"
         );
         assert_eq!(lock(&table).status(Instant::now())[0].promised, 1);
-        // The same client again at once (a size probe, a resent request): same list, no
-        // second promise; another client counts.
+        // The same client again at once (a resent request): same list, no second promise;
+        // another client counts, even from the same address.
         let now = Instant::now();
         assert_eq!(src.list_for(client, now)[0].id, "alt1");
         assert_eq!(lock(&table).status(now)[0].promised, 1);
-        let other: SocketAddr = "127.0.0.2:999".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         src.list_for(other, now);
         assert_eq!(lock(&table).status(now)[0].promised, 2);
         let later = now + REPEAT_WINDOW;

@@ -482,6 +482,10 @@ fn demo_runs_and_load_ordering_wins() {
         shares[1].contains("share alt1 30;"),
         "static order sends everyone to alt1: {text}"
     );
+    assert!(
+        shares[0].contains("alt2 ") && shares[0].contains("alt3 "),
+        "load ordering spreads the storm over all three: {text}"
+    );
 }
 
 #[test]

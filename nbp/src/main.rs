@@ -65,15 +65,29 @@ fn now_ms() -> u64 {
     })
 }
 
-/// Reads a whole file over TFTP (port 69).
+/// Files up to this size (the list, a config) are read in one request. Asking their size first
+/// would open them twice, and the central counts every list it hands out (and an alternate
+/// every config) as a client starting to boot.
+const SMALL_FILE: usize = 64 * 1024;
+
+/// Reads a whole file over TFTP (port 69): small files in one request, larger ones after
+/// asking their size.
 fn fetch(pxe: &mut BaseCode, server: &IpAddr, path: &str) -> Result<Vec<u8>, String> {
     let mut name = Vec::from(path.as_bytes());
     name.push(0);
     let name = CStr8::from_bytes_with_nul(&name).map_err(|_| format!("bad file name {path:?}"))?;
-    let size = pxe
-        .tftp_get_file_size(server, name)
-        .map_err(|e| format!("{path}: {:?}", e.status()))?;
-    let mut buf = alloc::vec![0u8; usize::try_from(size).map_err(|_| "file too large")?];
+    let mut buf = alloc::vec![0u8; SMALL_FILE];
+    let size = match pxe.tftp_read_file(server, name, Some(&mut buf)) {
+        Ok(got) => {
+            buf.truncate(usize::try_from(got).unwrap_or(buf.len()));
+            return Ok(buf);
+        }
+        Err(e) if e.status() == Status::BUFFER_TOO_SMALL => pxe
+            .tftp_get_file_size(server, name)
+            .map_err(|e| format!("{path}: {:?}", e.status()))?,
+        Err(e) => return Err(format!("{path}: {:?}", e.status())),
+    };
+    buf = alloc::vec![0u8; usize::try_from(size).map_err(|_| "file too large")?];
     let got = pxe
         .tftp_read_file(server, name, Some(&mut buf))
         .map_err(|e| format!("{path}: {:?}", e.status()))?;
