@@ -27,6 +27,9 @@
 #                 starts the kernel (initrd through LoadFile2): the marker names that first
 #   ovmf-fallback the same with the list's first alternate killed as the list goes out: the
 #                 NBP moves on to the second
+#   aavmf-nbp     AAVMF (qemu-system-aarch64 virt, TCG) with the aarch64 Rust NBP: Debian's arm64
+#                 kernel and busybox (from the arm64 archive: dpkg --add-architecture arm64)
+#                 served as arm64/ on the alternates, with configs/arch-11
 # The central serves the client nothing over TFTP but its NBP and list (iPXE:
 # bootherd/alternates.ipxe; UEFI: bootherd-x64.efi and bootherd/alternates.txt). Each case runs
 # BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
@@ -42,11 +45,16 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback)
+ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback aavmf-nbp)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS.fd
 NBP=$REPO/nbp/target/x86_64-unknown-uefi/release/bootherd-nbp.efi
+NBP_AA64=$REPO/nbp/target/aarch64-unknown-uefi/release/bootherd-nbp.efi
+AAVMF_CODE=/usr/share/AAVMF/AAVMF_CODE.fd
+AAVMF_VARS=/usr/share/AAVMF/AAVMF_VARS.fd
+ARM64=0     # 1 when the aavmf-nbp case runs: arm64 boot set, NBP and firmware
+BOOT_DIR="" # where the client's boot files are on the alternates ("arm64/" for AAVMF)
 LAB_PACKAGES+=(busybox-static ovmf)
 LAB_FILES+=(/bin/busybox "$OVMF_CODE" "$OVMF_VARS")
 
@@ -63,13 +71,18 @@ DNSMASQ_ALONE_S=7.4 # the issue: dnsmasq alone (PXE + TFTP) to the marker, iPXE 
 # ---------------------------------------------------------------------------------------------
 # The boot set
 
-# The current Debian amd64 kernel (what linux-image-amd64 depends on), from the cache or
-# downloaded once with apt-get; prints its path.
+# The kernel package linux-image-ARCH depends on now.
+kernel_package() {
+    apt-cache depends "linux-image-$1:$1" 2>/dev/null |
+        awk -v a="$1" '$1 == "Depends:" && $2 ~ "^linux-image-.*-" a "(:" a ")?$" { sub(/:.*/, "", $2); print $2; exit }'
+}
+
+# The current Debian kernel for ARCH (amd64 or arm64), from the cache or downloaded once with
+# apt-get; prints its path.
 kernel_image() {
-    local pkg="" tmp cached
+    local arch=$1 pkg="" tmp cached
     mkdir -p "$CACHE"
-    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ { print $2; exit }') || true
+    pkg=$(kernel_package "$arch") || true
     if [ -n "$pkg" ] && [ -s "$CACHE/vmlinuz-${pkg#linux-image-}" ]; then
         echo "$CACHE/vmlinuz-${pkg#linux-image-}"
         return
@@ -79,8 +92,7 @@ kernel_image() {
     if [ -z "$pkg" ] || ! (cd "$tmp" && apt-get download -qq "$pkg" >&2); then
         # Stale package lists name a kernel the mirror no longer has: refresh once.
         apt-get update -qq >&2 || true
-        pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-            awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ { print $2; exit }') || true
+        pkg=$(kernel_package "$arch") || true
         [ -n "$pkg" ] && (cd "$tmp" && apt-get download -qq "$pkg" >&2) || pkg=""
     fi
     if [ -n "$pkg" ]; then
@@ -90,18 +102,20 @@ kernel_image() {
     fi
     rm -rf "$tmp"
     # Offline: the newest kernel cached by an earlier run.
-    cached=$(find "$CACHE" -maxdepth 1 -name 'vmlinuz-*-amd64' -size +1M | sort -V | tail -n 1)
-    [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-amd64 failed and $CACHE is empty"
+    cached=$(find "$CACHE" -maxdepth 1 -name "vmlinuz-*-$arch" -size +1M | sort -V | tail -n 1)
+    [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-$arch failed and $CACHE is empty"
     echo "$cached"
 }
 
-# A gzipped newc cpio with busybox-static whose /init prints the marker and powers off.
+# build_initrd OUT [BUSYBOX]: a gzipped newc cpio with busybox-static (the host's, or the static
+# BUSYBOX of another architecture) whose /init prints the marker and powers off.
 build_initrd() {
-    local dir=$WORK/initramfs applet
-    [[ $(ldd /bin/busybox 2>&1) == *"not a dynamic executable"* ]] ||
-        die "/bin/busybox is not the static build (install busybox-static)"
+    local busybox=${2:-/bin/busybox} dir applet
+    dir=$(mktemp -d "$WORK/initramfs.XXXXXX")
+    [[ $(ldd "$busybox" 2>&1) == *"not a dynamic executable"* ]] ||
+        die "$busybox is not the static build (install busybox-static)"
     mkdir -p "$dir/bin" "$dir/dev" "$dir/proc"
-    cp /bin/busybox "$dir/bin/busybox"
+    cp "$busybox" "$dir/bin/busybox"
     for applet in sh mount cat echo sleep poweroff; do ln -s busybox "$dir/bin/$applet"; done
     mknod -m 600 "$dir/dev/console" c 5 1 # the kernel opens it for init's stdio
     cat >"$dir/init" <<EOF
@@ -119,11 +133,25 @@ EOF
     (cd "$dir" && find . | /bin/busybox cpio -o -H newc 2>/dev/null) | gzip -9 >"$1"
 }
 
+# Debian's static busybox for arm64, from the cache or downloaded once; prints its path.
+arm64_busybox() {
+    local tmp
+    if [ ! -s "$CACHE/busybox-arm64" ]; then
+        tmp=$(mktemp -d /tmp/bh-e2e-busybox.XXXXXX)
+        chown _apt "$tmp" 2>/dev/null || true
+        (cd "$tmp" && apt-get download -qq busybox-static:arm64 >&2) || die "apt-get download busybox-static:arm64"
+        dpkg-deb -x "$tmp"/busybox-static_*_arm64.deb "$tmp/x"
+        cp "$tmp/x/bin/busybox" "$CACHE/busybox-arm64"
+        rm -rf "$tmp"
+    fi
+    echo "$CACHE/busybox-arm64"
+}
+
 # $WORK/bootset: vmlinuz, initrd.img, configs/default, and the ballast the busy loops fetch
 # (sparse); every alternate's root is a hard-linked copy.
 make_boot_set() {
     local set=$WORK/bootset kernel
-    kernel=$(kernel_image)
+    kernel=$(kernel_image amd64)
     mkdir -p "$set/configs"
     cp "$kernel" "$set/vmlinuz"
     build_initrd "$set/initrd.img"
@@ -133,6 +161,14 @@ kernel vmlinuz
 initrd initrd.img
 cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
 EOF
+    if [ "$ARM64" = 1 ]; then # arm64/: Debian's arm64 kernel and busybox, for AAVMF clients
+        mkdir -p "$set/arm64"
+        cp "$(kernel_image arm64)" "$set/arm64/vmlinuz"
+        build_initrd "$set/arm64/initrd.img" "$(arm64_busybox)"
+        # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
+        printf '%s\n' "kernel arm64/vmlinuz" "initrd arm64/initrd.img" \
+            'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/arch-11"
+    fi
     BOOT_BYTES=$(($(stat -c %s "$set/vmlinuz") + $(stat -c %s "$set/initrd.img")))
     say "boot set: $(basename "$kernel") ($(stat -c %s "$set/vmlinuz") bytes), initrd.img" \
         "($(stat -c %s "$set/initrd.img") bytes)"
@@ -197,6 +233,12 @@ lab_up() {
             --target x86_64-unknown-uefi) || die "cannot build the NBP"
     fi
     cp "$NBP" "$WORK/central/nbp/bootherd-x64.efi"
+    if [ "$ARM64" = 1 ]; then
+        rustup target add aarch64-unknown-uefi >/dev/null
+        (cd "$REPO" && cargo build --quiet --release --manifest-path nbp/Cargo.toml \
+            --target aarch64-unknown-uefi) || die "cannot build the aarch64 NBP"
+        cp "$NBP_AA64" "$WORK/central/nbp/bootherd-aa64.efi"
+    fi
     start_alternates
     start_busy
     say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP, alt1-3 ${ALT_ADDRESS[alt1]}-13" \
@@ -227,8 +269,9 @@ check_common() {
     }
     ok=0
     lines=$(client_lines "$booted" "$ip")
-    if grep -q ': sent vmlinuz ' <<<"$lines" && grep -q ': sent initrd\.img ' <<<"$lines"; then ok=1; fi
-    check_line "$ok" "$booted: sent the client vmlinuz and initrd.img" || return 1
+    if grep -q ": sent ${BOOT_DIR}vmlinuz " <<<"$lines" &&
+        grep -q ": sent ${BOOT_DIR}initrd\.img " <<<"$lines"; then ok=1; fi
+    check_line "$ok" "$booted: sent the client ${BOOT_DIR}vmlinuz and initrd.img" || return 1
     ok=1
     [ "$(awk '{ print $NF }' <<<"$list")" = "$BUSY" ] || ok=0
     check_line "$ok" "the busy $BUSY is last on the list ($list)"
@@ -367,25 +410,28 @@ restore_killed() {
     run_alternate "$KILLED"
 }
 
-# The expectations of a UEFI boot through the Rust NBP (fallback: the first alternate is dead).
+# expect_nbp_boot least-loaded|fallback [ARCH NBP]: the expectations of a UEFI boot through the
+# Rust NBP (fallback: the first alternate is dead); ARCH 7 and bootherd-x64 by default.
 expect_nbp_boot() {
+    local arch=${2:-7} nbp=${3:-bootherd-x64}
     reset_expectations
     EXP_MAIN_WHAT="marker"
     expect "central: logged the client's list" central "$LIST_RE"
-    expect "central: proxy offer to $CLIENT_MAC (arch 7) naming bootherd-x64.efi" central \
-        "pxe: Proxy $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
-    expect "central: discovery (4011) answer naming bootherd-x64.efi" central \
-        "pxe: Discovery $CLIENT_MAC \(arch 7, uuid.*boot file bootherd-x64\.efi"
-    expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent bootherd-x64\.efi "
+    expect "central: proxy offer to $CLIENT_MAC (arch $arch) naming $nbp.efi" central \
+        "pxe: Proxy $CLIENT_MAC \(arch $arch, uuid.*boot file $nbp\.efi"
+    expect "central: discovery (4011) answer naming $nbp.efi" central \
+        "pxe: Discovery $CLIENT_MAC \(arch $arch, uuid.*boot file $nbp\.efi"
+    expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent $nbp\.efi "
     expect "serial: the NBP read the list" serial "bootherd: alternate list \("
     if [ "$1" = fallback ]; then
         expect "serial: the NBP moved past the dead first alternate" serial \
             "bootherd: [a-z0-9]+ at [0-9.:]+: .*trying the next"
     fi
     expect "an alternate: sent the client its boot config" alternates \
-        "alternate: $CLIENT_PEER: boot config configs/default"
+        "alternate: $CLIENT_PEER: boot config configs/(default|arch-$arch)"
     KERNEL_I=${#EXP_LABEL[@]}
-    expect "an alternate: sent vmlinuz" alternates "tftp: $CLIENT_PEER: sent vmlinuz "
+    expect "an alternate: sent ${BOOT_DIR}vmlinuz" alternates \
+        "tftp: $CLIENT_PEER: sent ${BOOT_DIR}vmlinuz "
     expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
     MARKER_I=${#EXP_LABEL[@]}
     expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
@@ -408,6 +454,24 @@ case_ovmf_nbp() {
         boot_ovmf_vm "ovmf-nbp-$run"
         CENTRAL_FILES=""
         note_times ovmf-nbp
+    done
+}
+
+case_aavmf_nbp() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        BOOT_DIR=arm64/
+        expect_nbp_boot least-loaded 11 bootherd-aa64
+        AFTER_VM=after_least_loaded CENTRAL_FILES='bootherd-aa64\.efi|bootherd/alternates\.txt'
+        cp "$AAVMF_VARS" "$WORK/aavmf-vars.fd"
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        VM_QEMU=qemu-system-aarch64 boot_vm "aavmf-nbp-$run" "$LINUX_TIMEOUT" \
+            -machine virt -cpu cortex-a57 -m 1024 \
+            -drive "if=pflash,format=raw,readonly=on,file=$AAVMF_CODE" \
+            -drive "if=pflash,format=raw,file=$WORK/aavmf-vars.fd" \
+            -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile=,bootindex=1"
+        CENTRAL_FILES="" BOOT_DIR=""
+        note_times aavmf-nbp
     done
 }
 
@@ -435,6 +499,16 @@ main() {
     for c in "${cases[@]}"; do
         declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]})"
     done
+    if [[ " ${cases[*]} " == *" aavmf-nbp "* ]]; then
+        ARM64=1
+        LAB_PACKAGES+=(qemu-system-arm qemu-efi-aarch64)
+        LAB_FILES+=("$AAVMF_CODE" "$AAVMF_VARS")
+        # Debian's arm64 kernel and busybox come from the arm64 archive.
+        if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+            dpkg --add-architecture arm64
+            apt-get update -qq
+        fi
+    fi
     lab_main linux
     lab_up
     for c in "${cases[@]}"; do "case_${c//-/_}"; done

@@ -351,7 +351,7 @@ boot_vm() {
     start_us=$(now_us)
     VM_START_US=$start_us VM_LINE=()
     spawn "$NS_LAB" "$WORK/$name.qemu.log" timeout -k 5 $((limit + 30)) \
-        qemu-system-x86_64 -accel tcg -nodefaults -display none -no-reboot \
+        "${VM_QEMU:-qemu-system-x86_64}" -accel tcg -nodefaults -display none -no-reboot \
         -serial "file:$SERIAL" -uuid "$CLIENT_UUID" \
         -netdev "tap,id=net0,ifname=$tap,script=no,downscript=no" "$@"
     qemu=$LAST_PID
