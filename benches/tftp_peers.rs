@@ -1434,21 +1434,24 @@ fn run(s: &Settings) -> io::Result<()> {
     if atftp_ok {
         print_grid(&results, &kinds, Client::Atftp, s.reps);
     }
-    let ceiling = median(
-        results
-            .ceiling
-            .iter()
-            .filter_map(|c| match c {
-                Sample::Ok { mbps, .. } => Some(*mbps),
-                _ => None,
-            })
-            .collect(),
-    );
+    // The ceiling is the best repetition: other processes can only lower it, and the floor
+    // against it is then the harder one to pass.
+    let ceiling_runs: Vec<f64> = results
+        .ceiling
+        .iter()
+        .filter_map(|c| match c {
+            Sample::Ok { mbps, .. } => Some(*mbps),
+            _ => None,
+        })
+        .collect();
+    let ceiling_median = median(ceiling_runs.clone());
+    let ceiling = ceiling_runs.iter().copied().reduce(f64::max);
     println!(
-        "\n== UDP ceiling: iperf3 -u -b 0 -l 1468 -t {} on 127.0.0.1, receiver, median of {}: {} ==",
+        "\n== UDP ceiling: iperf3 -u -b 0 -l 1468 -t {} on 127.0.0.1, receiver: best of {} {} (median {}) ==",
         s.iperf_secs,
         results.ceiling.len(),
-        ceiling.map_or("FAILED".into(), |c| format!("{c:.1} MB/s"))
+        ceiling.map_or("FAILED".into(), |c| format!("{c:.1} MB/s")),
+        ceiling_median.map_or("-".into(), |c| format!("{c:.1} MB/s"))
     );
 
     println!(

@@ -341,6 +341,16 @@ arm_killer() {
     PIDS+=("$KILLER_PID")
 }
 
+# expect_alternate_side ARCH: what any boot asks of an alternate, the config (default or
+# arch-ARCH) and the kernel; KERNEL_I is the kernel's expectation.
+expect_alternate_side() {
+    expect "an alternate: sent the client its boot config" alternates \
+        "alternate: $CLIENT_PEER: boot config configs/(default|arch-$1)"
+    KERNEL_I=${#EXP_LABEL[@]}
+    expect "an alternate: sent ${BOOT_DIR}vmlinuz" alternates \
+        "tftp: $CLIENT_PEER: sent ${BOOT_DIR}vmlinuz "
+}
+
 # The expectations of a Linux boot; the list line is expectation 0, MARKER_I the marker.
 expect_linux_boot() {
     reset_expectations
@@ -355,10 +365,7 @@ expect_linux_boot() {
         expect "serial: the first alternate did not answer" serial \
             "bootherd: [a-z0-9]+ at [0-9.:]+ did not answer"
     fi
-    expect "an alternate: sent the client its boot config" alternates \
-        "alternate: $CLIENT_PEER: boot config configs/default"
-    KERNEL_I=${#EXP_LABEL[@]}
-    expect "an alternate: sent vmlinuz" alternates "tftp: $CLIENT_PEER: sent vmlinuz "
+    expect_alternate_side 0
     expect "an alternate: sent initrd.img" alternates "tftp: $CLIENT_PEER: sent initrd\.img "
     MARKER_I=${#EXP_LABEL[@]}
     expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
@@ -427,11 +434,7 @@ expect_nbp_boot() {
         expect "serial: the NBP moved past the dead first alternate" serial \
             "bootherd: [a-z0-9]+ at [0-9.:]+: .*trying the next"
     fi
-    expect "an alternate: sent the client its boot config" alternates \
-        "alternate: $CLIENT_PEER: boot config configs/(default|arch-$arch)"
-    KERNEL_I=${#EXP_LABEL[@]}
-    expect "an alternate: sent ${BOOT_DIR}vmlinuz" alternates \
-        "tftp: $CLIENT_PEER: sent ${BOOT_DIR}vmlinuz "
+    expect_alternate_side "$arch"
     expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
     MARKER_I=${#EXP_LABEL[@]}
     expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
