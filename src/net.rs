@@ -17,24 +17,55 @@ pub fn grow_recv_buffer(socket: impl std::os::fd::AsFd) {
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, BURST_RECV_BUFFER);
 }
 
-/// Receives one datagram, or `None` once `deadline` passes (`None`: no deadline). The timer
-/// is the caller's so that a loop reuses one instead of registering a new one each time.
-pub async fn recv_before(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    timer: &mut Timer,
-    deadline: Option<Instant>,
-) -> io::Result<Option<(usize, SocketAddr)>> {
-    match deadline {
-        Some(at) => timer.set_at(at),
-        None => *timer = Timer::never(),
+/// A receive deadline that re-arms its timer only when the deadline moves earlier.
+///
+/// Moving an async-io timer wakes the reactor (an eventfd write, a timerfd update and an extra
+/// epoll round), and a transfer's deadline moves later on every packet. So the timer stays
+/// armed at the earliest deadline asked for; when it fires before the current deadline, the
+/// caller sees a timeout that its sans-IO core ignores (`handle_timeout` checks the time), and
+/// the next call arms the timer again. One timer update per timeout period instead of one per
+/// packet.
+pub struct Deadline {
+    timer: Timer,
+    armed: Option<Instant>,
+}
+
+impl Default for Deadline {
+    fn default() -> Self {
+        Deadline {
+            timer: Timer::never(),
+            armed: None,
+        }
     }
-    async { socket.recv_from(buf).await.map(Some) }
-        .or(async {
-            (&mut *timer).await;
-            Ok(None)
-        })
-        .await
+}
+
+impl Deadline {
+    /// Receives one datagram, or `None` when the timer fires (at `deadline` at the latest,
+    /// possibly before: callers re-check the time). `None` as deadline: no new deadline.
+    pub async fn recv(
+        &mut self,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        if let Some(at) = deadline {
+            if self.armed.is_none_or(|armed| at < armed) {
+                self.timer.set_at(at);
+                self.armed = Some(at);
+            }
+        }
+        let timer = &mut self.timer;
+        let received = async { socket.recv_from(buf).await.map(Some) }
+            .or(async {
+                timer.await;
+                Ok(None)
+            })
+            .await;
+        if matches!(received, Ok(None)) {
+            self.armed = None;
+        }
+        received
+    }
 }
 
 /// Sends `request` to `to` up to `tries` times, each time waiting `wait` for a datagram that
@@ -48,13 +79,11 @@ pub async fn ask<T>(
     mut accept: impl FnMut(&[u8], SocketAddr) -> Option<T>,
 ) -> io::Result<Option<T>> {
     let mut buf = vec![0u8; 65_536];
-    let mut timer = Timer::never();
     for _ in 0..tries {
         socket.send_to(request, to).await?;
-        let deadline = Instant::now() + wait;
-        while let Some((n, from)) =
-            recv_before(socket, &mut buf, &mut timer, Some(deadline)).await?
-        {
+        let until = Some(Instant::now() + wait);
+        let mut deadline = Deadline::default();
+        while let Some((n, from)) = deadline.recv(socket, &mut buf, until).await? {
             if let Some(answer) = accept(&buf[..n], from) {
                 return Ok(Some(answer));
             }

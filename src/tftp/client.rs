@@ -5,10 +5,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use smol::net::UdpSocket;
-use smol::Timer;
 
 use super::download::{ClientRetransmit, Download, DownloadError, RequestSpec};
-use crate::net::recv_before;
+use crate::net::Deadline;
 
 /// What a finished download looked like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +74,7 @@ pub async fn fetch(
     let mut download = Download::new(started, server, spec, retransmit);
     let mut send_buf = [0u8; 1024];
     let mut recv_buf = vec![0u8; 65536];
-    let mut timer = Timer::never();
+    let mut deadline = Deadline::default();
     loop {
         while let Some(tx) = download.poll_transmit(&mut send_buf) {
             socket.send_to(&send_buf[..tx.len], tx.to).await?;
@@ -91,8 +90,9 @@ pub async fn fetch(
                 tsize: download.tsize(),
             });
         }
-        let received =
-            recv_before(&socket, &mut recv_buf, &mut timer, download.poll_timeout()).await?;
+        let received = deadline
+            .recv(&socket, &mut recv_buf, download.poll_timeout())
+            .await?;
         let now = Instant::now();
         if let Some((n, from)) = received {
             if let Some(payload) = download.handle_datagram(now, from, &recv_buf[..n]) {

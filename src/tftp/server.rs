@@ -22,7 +22,7 @@ use super::source::{Content, FileSource, OpenError};
 use super::transfer::{Outcome, Retransmit, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request};
 use crate::log;
-use crate::net::recv_before;
+use crate::net::Deadline;
 
 /// Largest file served in netascii mode (converted in memory).
 const MAX_NETASCII_LEN: u64 = 4 << 20;
@@ -181,9 +181,9 @@ impl Server {
         let blksize_buf = usize::from(self.config.limits.max_blksize) + 4;
         let mut buf = vec![0u8; blksize_buf.max(REQUEST_BUF_LEN)];
         let mut next_tick = Instant::now() + SINGLE_PORT_TICK;
-        let mut timer = Timer::never();
+        let mut deadline = Deadline::default();
         loop {
-            let received = recv_before(socket, &mut buf, &mut timer, Some(next_tick)).await?;
+            let received = deadline.recv(socket, &mut buf, Some(next_tick)).await?;
             if let Some((n, from)) = received {
                 if let Some(job) = jobs.get_mut(&from) {
                     job.transfer.handle_datagram(from, &buf[..n]);
@@ -325,13 +325,15 @@ async fn refuse(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &s
 /// Serves one transfer from its own socket until it ends.
 async fn serve_alone(socket: UdpSocket, mut job: Job) {
     let mut buf = vec![0u8; job.transfer.buffer_len()];
-    let mut timer = Timer::never();
+    let mut deadline = Deadline::default();
     loop {
         if flush(&socket, &mut job, &mut buf).await {
             return;
         }
-        let deadline = job.transfer.poll_timeout();
-        match recv_before(&socket, &mut buf, &mut timer, deadline).await {
+        match deadline
+            .recv(&socket, &mut buf, job.transfer.poll_timeout())
+            .await
+        {
             Ok(Some((n, from))) => job.transfer.handle_datagram(from, &buf[..n]),
             Ok(None) => {}
             Err(e) => {
