@@ -26,5 +26,5 @@ pub mod pxe;
 pub mod report;
 pub mod tftp;
 
-#[cfg(test)]
-mod testutil;
+#[doc(hidden)]
+pub mod testutil; // shared by the unit tests and the integration tests

@@ -1,4 +1,4 @@
-//! Helpers for unit tests.
+//! Helpers for the unit and integration tests (not part of the API).
 
 use std::path::{Path, PathBuf};
 
