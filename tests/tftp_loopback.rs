@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bootherd, pattern, TempDir, TftpServer};
+use common::{bootherd, pattern, Daemon, TempDir, TftpServer};
 
 fn fetch(args: &[&str]) -> Output {
     Command::new(bootherd())
@@ -84,6 +84,98 @@ fn fetches_byte_exact_with_every_block_and_window_size() {
         }
     }
     assert!(server.logged("sent boot/kernel (3145728 bytes)"));
+}
+
+/// A network namespace of its own (only its loopback, brought up), deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("bh-test-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("run ip");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip netns exec NAME bootherd`, ready for arguments.
+    fn bootherd(&self) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0, bootherd()]);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+#[test]
+fn windows_go_out_segmented_and_fall_back_where_the_mtu_is_too_small() {
+    // Needs root for a namespace whose loopback has an Ethernet MTU. CI runs as root, so
+    // there a missing privilege is a failure, not a skip.
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test needs root in CI"
+        );
+        eprintln!("skipped: needs root for a network namespace");
+        return;
+    }
+    let (dir, files) = root();
+    let kernel = &files[3].1;
+    let ns = Netns::new("gso");
+    let st = Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "mtu", "1500"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut cmd = ns.bootherd();
+    cmd.args(["tftp", "--listen", "127.0.0.1:69", "--max-blksize", "8192"])
+        .arg("--root")
+        .arg(dir.path());
+    let server = Daemon::spawn_command(cmd);
+    server.addr_after("serving on ");
+    let out = TempDir::new("out");
+    let target = out.path().join("k");
+    // 1468-byte blocks fit the 1500-byte MTU: segmentation offload carries whole windows.
+    // 8192-byte blocks do not: the kernel refuses segments that large, and the server falls
+    // back to one datagram per block, which the kernel fragments.
+    for blksize in ["1468", "8192", "1468"] {
+        let o = ns
+            .bootherd()
+            .args(["fetch", "tftp://127.0.0.1/boot/kernel", "-o"])
+            .arg(&target)
+            .args(["--blksize", blksize, "--windowsize", "16"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "blksize {blksize}: {o:?}");
+        assert!(
+            std::fs::read(&target).unwrap() == *kernel,
+            "blksize {blksize}"
+        );
+    }
+    let refused = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("segmented send"))
+        .count();
+    assert_eq!(refused, 1, "one fallback, for the 8192-byte transfer only");
 }
 
 #[test]

@@ -91,7 +91,7 @@ pub async fn fetch(
             });
         }
         let received = deadline
-            .recv(&socket, &mut recv_buf, download.poll_timeout())
+            .race(download.poll_timeout(), socket.recv_from(&mut recv_buf))
             .await?;
         let now = Instant::now();
         if let Some((n, from)) = received {

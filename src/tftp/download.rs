@@ -325,10 +325,7 @@ impl Download {
                 code: ErrorCode::UnknownTid,
                 message: "unknown transfer ID",
             };
-            return Some(Transmit {
-                to,
-                len: error.emit(buf).ok()?,
-            });
+            return Some(Transmit::single(to, error.emit(buf).ok()?));
         }
         let packet = match self.pending.take()? {
             Pending::Request => Packet::Read(Request {
@@ -346,10 +343,7 @@ impl Download {
             Packet::Read(_) => self.server,
             _ => self.tid.unwrap_or(self.server),
         };
-        Some(Transmit {
-            to,
-            len: packet.emit(buf).ok()?,
-        })
+        Some(Transmit::single(to, packet.emit(buf).ok()?))
     }
 }
 
@@ -450,9 +444,13 @@ mod tests {
                     Self::post(&mut self.to_server, &buf[..tx.len], fate(self.sent));
                 }
                 if let Some(server) = &mut self.server {
-                    while let Some(tx) = server.poll_transmit(self.now, &mut buf, &self.file[..]) {
-                        self.sent += 1;
-                        Self::post(&mut self.to_client, &buf[..tx.len], fate(self.sent));
+                    // Batches of up to 8, as the server shell sends them.
+                    while let Some(tx) = server.poll_transmit(self.now, 8, &mut buf, &self.file[..])
+                    {
+                        for datagram in tx.datagrams(&buf) {
+                            self.sent += 1;
+                            Self::post(&mut self.to_client, datagram, fate(self.sent));
+                        }
                     }
                 }
                 let quiet = self.to_server.is_empty() && self.to_client.is_empty();
@@ -588,7 +586,7 @@ mod tests {
         let mut server = Transfer::new(CLIENT, Negotiated::plain(), Retransmit::default(), 2000);
         let mut now = sim.now;
         loop {
-            while let Some(tx) = server.poll_transmit(now, &mut buf, &sim.file[..]) {
+            while let Some(tx) = server.poll_transmit(now, 1, &mut buf, &sim.file[..]) {
                 let d = buf[..tx.len].to_vec();
                 if let Some(p) = sim.client.handle_datagram(now, SERVER_TID, &d) {
                     sim.got.extend_from_slice(p);

@@ -18,11 +18,38 @@ pub mod wire;
 
 use std::net::SocketAddr;
 
-/// A datagram a core wants sent: `len` bytes at the start of the caller's buffer, to `to`.
+/// Datagrams a core wants sent: `len` bytes at the start of the caller's buffer, to `to`.
+///
+/// Usually one datagram. A server transfer with room in the buffer writes several DATA packets
+/// back to back, each `segment_len` bytes except the last, which may be shorter: the layout
+/// that UDP segmentation offload (`UDP_SEGMENT`) sends with one system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination.
     pub to: SocketAddr,
-    /// Length of the datagram in the buffer.
+    /// Bytes in the buffer, all datagrams together.
     pub len: usize,
+    /// Length of each datagram but the last; equal to `len` for a single datagram.
+    pub segment_len: usize,
+}
+
+impl Transmit {
+    /// One datagram of `len` bytes.
+    pub fn single(to: SocketAddr, len: usize) -> Self {
+        Transmit {
+            to,
+            len,
+            segment_len: len,
+        }
+    }
+
+    /// How many datagrams the buffer holds.
+    pub fn count(&self) -> usize {
+        self.len.div_ceil(self.segment_len.max(1))
+    }
+
+    /// The datagrams, as slices of the buffer the core wrote into.
+    pub fn datagrams<'a>(&self, buf: &'a [u8]) -> std::slice::Chunks<'a, u8> {
+        buf[..self.len].chunks(self.segment_len.max(1))
+    }
 }

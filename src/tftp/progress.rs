@@ -159,6 +159,11 @@ impl TransferGuard {
         }
     }
 
+    /// Whether this is the only transfer in progress.
+    pub fn alone(&self) -> bool {
+        self.progress.active.load(Ordering::Acquire) == 1
+    }
+
     /// Marks the transfer as completed (counted once it is dropped).
     pub fn complete(&self) {
         self.set_acked(self.entry.size);

@@ -4,15 +4,21 @@
 //! RFC 1350) with its own task. Single-port mode serves every transfer from the listening
 //! socket, telling clients apart by address, for networks whose NAT or firewall passes only
 //! the well-known port.
+//!
+//! Sending: a transfer's window goes out in batches of up to 64 DATA packets, each batch one
+//! file read and one system call ([`BatchSender`]: UDP segmentation offload, else
+//! `sendmmsg`), built in a scratch buffer that all transfers of the server share. Waiting: a
+//! transfer alone on the server polls for its ACK briefly before sleeping ([`BusyPoll`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use smol::net::UdpSocket;
-use smol::{LocalExecutor, Timer};
+use smol::{Async, LocalExecutor, Timer};
 
 use super::options::{negotiate, Limits};
 use super::path::sanitize;
@@ -22,12 +28,15 @@ use super::source::{Content, FileSource, OpenError};
 use super::transfer::{Outcome, Retransmit, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request};
 use crate::log;
-use crate::net::Deadline;
+use crate::net::{
+    busy_recv, BatchSender, BusyPoll, Deadline, MAX_BATCH_BYTES, MAX_BATCH_DATAGRAMS,
+};
 
 /// Largest file served in netascii mode (converted in memory).
 const MAX_NETASCII_LEN: u64 = 4 << 20;
-/// Largest request datagram we read; longer ones are truncated and fail to parse.
-const REQUEST_BUF_LEN: usize = 2048;
+/// Largest datagram we read from a client (requests, ACKs, ERRORs); longer ones are truncated
+/// and fail to parse.
+const RECEIVE_BUF_LEN: usize = 2048;
 /// How often single-port mode checks its transfers' retransmission timers.
 const SINGLE_PORT_TICK: Duration = Duration::from_millis(20);
 
@@ -66,7 +75,7 @@ impl Default for ServerConfig {
 /// runtime, so a role can bind its privileged ports, drop root, and only then start smol.
 pub struct Server {
     config: ServerConfig,
-    socket: std::net::UdpSocket,
+    socket: UdpSocket,
     source: Arc<dyn FileSource>,
     progress: Arc<Progress>,
     limiter: Option<Limiter>,
@@ -76,10 +85,24 @@ pub struct Server {
 /// contended.
 type Limiter = Arc<Mutex<TokenBucket>>;
 
+/// The buffer every transfer of a server fills its DATA batches in, in turn: all of them run
+/// on one thread and never hold it across an `await`, so one buffer serves any number of
+/// transfers, and memory does not grow with their windows.
+type Scratch = Rc<RefCell<Vec<u8>>>;
+
+/// Where a transfer's datagrams go out: its socket, how to batch on it, the shared buffer.
+struct Sink<'a> {
+    socket: &'a Async<UdpSocket>,
+    batches: BatchSender,
+    scratch: &'a Scratch,
+}
+
 /// A transfer being served: the core, its bytes and its place in the progress table.
 struct Job {
     transfer: Transfer,
     limiter: Option<Limiter>,
+    /// Bytes already taken from the rate limiter for datagrams not sent yet.
+    prepaid: usize,
     content: Content,
     guard: TransferGuard,
     path: String,
@@ -97,7 +120,7 @@ enum Admission {
 impl Server {
     /// Binds the listening socket.
     pub fn bind(config: ServerConfig, source: Arc<dyn FileSource>) -> io::Result<Self> {
-        let socket = std::net::UdpSocket::bind(config.listen)?;
+        let socket = UdpSocket::bind(config.listen)?;
         if config.single_port {
             // Every client's ACKs arrive here: give the kernel room to queue bursts.
             crate::net::grow_recv_buffer(&socket);
@@ -143,26 +166,34 @@ impl Server {
             self.config.limits.max_windowsize,
             self.config.max_transfers
         );
-        let socket = UdpSocket::try_from(self.socket.try_clone()?)?;
+        let socket = Async::new(self.socket.try_clone()?)?;
+        let scratch = Rc::new(RefCell::new(vec![0u8; MAX_BATCH_BYTES]));
         if self.config.single_port {
-            self.run_single_port(&socket).await
+            self.run_single_port(&socket, &scratch).await
         } else {
             // Transfer tasks run on the calling thread: a lock-step transfer is one wake-up
             // per block, and a wake-up across threads would cost more than the block itself.
             let tasks = LocalExecutor::new();
-            tasks.run(self.run_standard(&socket, &tasks)).await
+            tasks.run(self.run_standard(&socket, &tasks, scratch)).await
         }
     }
 
-    async fn run_standard(&self, socket: &UdpSocket, tasks: &LocalExecutor<'_>) -> io::Result<()> {
-        let mut buf = [0u8; REQUEST_BUF_LEN];
+    async fn run_standard(
+        &self,
+        socket: &Async<UdpSocket>,
+        tasks: &LocalExecutor<'_>,
+        scratch: Scratch,
+    ) -> io::Result<()> {
+        let mut buf = [0u8; RECEIVE_BUF_LEN];
         loop {
             let (n, from) = socket.recv_from(&mut buf).await?;
             match self.admit(from, &buf[..n]) {
                 Admission::Start(job) => {
                     let bind_to = SocketAddr::new(self.config.listen.ip(), 0);
-                    match UdpSocket::bind(bind_to).await {
-                        Ok(socket) => tasks.spawn(serve_alone(socket, *job)).detach(),
+                    match Async::<UdpSocket>::bind(bind_to) {
+                        Ok(socket) => tasks
+                            .spawn(serve_alone(socket, *job, scratch.clone()))
+                            .detach(),
                         Err(e) => {
                             log::warning!("tftp: {from}: no socket for the transfer: {e}");
                             refuse(socket, from, ErrorCode::NotDefined, "server out of sockets")
@@ -176,24 +207,34 @@ impl Server {
         }
     }
 
-    async fn run_single_port(&self, socket: &UdpSocket) -> io::Result<()> {
+    async fn run_single_port(
+        &self,
+        socket: &Async<UdpSocket>,
+        scratch: &Scratch,
+    ) -> io::Result<()> {
+        let sink = Sink {
+            socket,
+            batches: BatchSender::default(),
+            scratch,
+        };
         let mut jobs: HashMap<SocketAddr, Box<Job>> = HashMap::new();
-        let blksize_buf = usize::from(self.config.limits.max_blksize) + 4;
-        let mut buf = vec![0u8; blksize_buf.max(REQUEST_BUF_LEN)];
+        let mut buf = [0u8; RECEIVE_BUF_LEN];
         let mut next_tick = Instant::now() + SINGLE_PORT_TICK;
         let mut deadline = Deadline::default();
         loop {
-            let received = deadline.recv(socket, &mut buf, Some(next_tick)).await?;
+            let received = deadline
+                .race(Some(next_tick), socket.recv_from(&mut buf))
+                .await?;
             if let Some((n, from)) = received {
                 if let Some(job) = jobs.get_mut(&from) {
                     job.transfer.handle_datagram(from, &buf[..n]);
-                    if flush(socket, job, &mut buf).await {
+                    if flush(&sink, job).await {
                         jobs.remove(&from);
                     }
                 } else {
                     match self.admit(from, &buf[..n]) {
                         Admission::Start(mut job) => {
-                            if !flush(socket, &mut job, &mut buf).await {
+                            if !flush(&sink, &mut job).await {
                                 jobs.insert(from, job);
                             }
                         }
@@ -211,7 +252,7 @@ impl Server {
                 let mut finished = Vec::new();
                 for (peer, job) in jobs.iter_mut() {
                     job.transfer.handle_timeout(now);
-                    if flush(socket, job, &mut buf).await {
+                    if flush(&sink, job).await {
                         finished.push(*peer);
                     }
                 }
@@ -305,6 +346,7 @@ impl Server {
         Ok(Box::new(Job {
             transfer,
             limiter: self.limiter.clone(),
+            prepaid: 0,
             content,
             guard,
             path: path.to_string(),
@@ -314,7 +356,7 @@ impl Server {
 }
 
 /// Answers a request with an ERROR.
-async fn refuse(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
+async fn refuse(socket: &Async<UdpSocket>, to: SocketAddr, code: ErrorCode, message: &str) {
     let mut buf = [0u8; 128];
     if let Ok(len) = (Packet::Error { code, message }).emit(&mut buf) {
         // Best effort: a client that cannot be told will time out.
@@ -323,17 +365,30 @@ async fn refuse(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &s
 }
 
 /// Serves one transfer from its own socket until it ends.
-async fn serve_alone(socket: UdpSocket, mut job: Job) {
-    let mut buf = vec![0u8; job.transfer.buffer_len()];
+async fn serve_alone(socket: Async<UdpSocket>, mut job: Job, scratch: Scratch) {
+    let sink = Sink {
+        socket: &socket,
+        batches: BatchSender::default(),
+        scratch: &scratch,
+    };
+    let mut buf = [0u8; RECEIVE_BUF_LEN];
     let mut deadline = Deadline::default();
+    let mut busy_poll = BusyPoll::default();
     loop {
-        if flush(&socket, &mut job, &mut buf).await {
+        if flush(&sink, &mut job).await {
             return;
         }
-        match deadline
-            .recv(&socket, &mut buf, job.transfer.poll_timeout())
-            .await
-        {
+        // Alone on the thread, a transfer polls for its ACK before sleeping (see BusyPoll).
+        let polled = busy_recv(&socket, &mut buf, &mut busy_poll, || job.guard.alone()).await;
+        let received = match polled {
+            Some(datagram) => Ok(Some(datagram)),
+            None => {
+                deadline
+                    .race(job.transfer.poll_timeout(), socket.recv_from(&mut buf))
+                    .await
+            }
+        };
+        match received {
             Ok(Some((n, from))) => job.transfer.handle_datagram(from, &buf[..n]),
             Ok(None) => {}
             Err(e) => {
@@ -346,20 +401,29 @@ async fn serve_alone(socket: UdpSocket, mut job: Job) {
     }
 }
 
+/// What stopped [`send_pending`].
+enum Stall {
+    /// Everything the transfer has to send is sent.
+    Nothing,
+    /// The socket's send buffer is full.
+    SocketFull,
+    /// The rate limit allows the next batch at this instant.
+    RateLimited(Instant),
+}
+
 /// Sends everything the transfer has to send; returns true (and logs) once it has ended.
-async fn flush(socket: &UdpSocket, job: &mut Job, buf: &mut [u8]) -> bool {
-    let now = Instant::now();
-    while let Some(tx) = job.transfer.poll_transmit(now, buf, &job.content) {
-        let ready_at = job.limiter.as_ref().and_then(|l| {
-            let mut bucket = l.lock().unwrap_or_else(PoisonError::into_inner);
-            bucket.take(Instant::now(), tx.len)
-        });
-        if let Some(at) = ready_at {
-            Timer::at(at).await;
-        }
-        if let Err(e) = socket.send_to(&buf[..tx.len], tx.to).await {
-            // Like a lost datagram: the retransmission timer covers it.
-            log::debug!("tftp: {}: send failed: {e}", tx.to);
+async fn flush(sink: &Sink<'_>, job: &mut Job) -> bool {
+    loop {
+        match send_pending(sink, job) {
+            Stall::Nothing => break,
+            Stall::SocketFull => {
+                if sink.socket.writable().await.is_err() {
+                    break;
+                }
+            }
+            Stall::RateLimited(at) => {
+                Timer::at(at).await;
+            }
         }
     }
     job.guard.set_acked(job.transfer.bytes_acked());
@@ -402,4 +466,55 @@ async fn flush(socket: &UdpSocket, job: &mut Job, buf: &mut [u8]) -> bool {
         Outcome::ReadFailed(why) => log::warning!("tftp: {peer}: {}: read failed: {why}", job.path),
     }
     true
+}
+
+/// Sends the transfer's datagrams, a batch per system call, until it has nothing to send or
+/// must wait. The scratch buffer is borrowed only here, never across an `await`.
+fn send_pending(sink: &Sink<'_>, job: &mut Job) -> Stall {
+    let mut scratch = sink.scratch.borrow_mut();
+    let len = job
+        .transfer
+        .batch_buffer_len(MAX_BATCH_DATAGRAMS)
+        .min(scratch.len());
+    let buf = &mut scratch[..len];
+    let now = Instant::now();
+    while let Some(tx) = job
+        .transfer
+        .poll_transmit(now, MAX_BATCH_DATAGRAMS, buf, &job.content)
+    {
+        if let Some(limiter) = &job.limiter {
+            let owed = tx.len.saturating_sub(job.prepaid);
+            let ready_at = (owed > 0)
+                .then(|| {
+                    job.prepaid += owed;
+                    let mut bucket = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+                    bucket.take(now, owed)
+                })
+                .flatten();
+            // Control packets are never held back: only DATA can be taken back and resent.
+            if let Some(at) = ready_at.filter(|_| job.transfer.requeue_unsent(0)) {
+                return Stall::RateLimited(at);
+            }
+        }
+        let sent = match sink
+            .batches
+            .send(sink.socket, &buf[..tx.len], tx.segment_len, tx.to)
+        {
+            Ok(sent) => sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                // Like a lost datagram: the retransmission timer covers it.
+                log::debug!("tftp: {}: send failed: {e}", tx.to);
+                tx.count()
+            }
+        };
+        job.prepaid = job
+            .prepaid
+            .saturating_sub((sent * tx.segment_len).min(tx.len));
+        if sent < tx.count() {
+            job.transfer.requeue_unsent(sent);
+            return Stall::SocketFull;
+        }
+    }
+    Stall::Nothing
 }

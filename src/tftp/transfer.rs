@@ -3,6 +3,8 @@
 //! Drive it with [`Transfer::handle_datagram`] and [`Transfer::handle_timeout`], take datagrams
 //! out with [`Transfer::poll_transmit`] until it returns `None`, and sleep until
 //! [`Transfer::poll_timeout`]. Time is always passed in; the bytes come through [`ReadAt`].
+//! Given a large buffer, a poll writes a batch of consecutive DATA packets for one system
+//! call; what the socket did not take goes back with [`Transfer::requeue_unsent`].
 //!
 //! Windowing (RFC 7440): the server sends up to `windowsize` blocks, then waits for an ACK. An ACK
 //! of the window's last block opens the next window; an ACK of an earlier block (the client lost
@@ -87,6 +89,8 @@ pub struct Transfer {
     oack_pending: bool,
     /// An ERROR to send: to the peer when failing, or to a stranger (wrong TID).
     error_pending: Option<(SocketAddr, ErrorCode, &'static str)>,
+    /// First block and count of the last DATA transmit, for [`Transfer::requeue_unsent`].
+    last_batch: Option<(u64, u64)>,
     deadline: Option<Instant>,
     retries_left: u32,
 }
@@ -111,6 +115,7 @@ impl Transfer {
             window_end: 0,
             oack_pending: oack,
             error_pending: None,
+            last_batch: None,
             deadline: None,
             retries_left: retransmit.retries,
         };
@@ -133,7 +138,13 @@ impl Transfer {
     /// Length of the buffer [`Transfer::poll_transmit`] needs: a DATA packet of the negotiated
     /// block size, or the OACK or an ERROR, whichever is longer.
     pub fn buffer_len(&self) -> usize {
-        (usize::from(self.options.blksize) + DATA_HEADER_LEN).max(CONTROL_PACKET_LEN)
+        self.batch_buffer_len(1)
+    }
+
+    /// Length of a buffer that takes `datagrams` DATA packets at once (and any control packet).
+    pub fn batch_buffer_len(&self, datagrams: usize) -> usize {
+        ((usize::from(self.options.blksize) + DATA_HEADER_LEN) * datagrams.max(1))
+            .max(CONTROL_PACKET_LEN)
     }
 
     /// Bytes the client has acknowledged so far.
@@ -151,6 +162,7 @@ impl Transfer {
 
     /// Handles a datagram that arrived from `from`.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        self.last_batch = None;
         if from != self.peer {
             // RFC 1350: a packet with the wrong source TID gets ERROR 5 and the transfer goes
             // on undisturbed. One queued reply at most, so strangers cannot make us flood.
@@ -214,6 +226,7 @@ impl Transfer {
     /// Handles the passing of time: resends the OACK or the current window when its timer has
     /// expired, and gives up after the retry limit.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_batch = None;
         let Some(deadline) = self.deadline else {
             return;
         };
@@ -238,16 +251,20 @@ impl Transfer {
         self.deadline
     }
 
-    /// Writes the next datagram to send into `buf` ([`Transfer::buffer_len`] bytes long).
+    /// Writes the next datagram to send into `buf` (at least [`Transfer::buffer_len`] bytes),
+    /// or up to `max_datagrams` DATA packets of the window, as many as fit (quinn-proto's
+    /// batching; [`Transfer::batch_buffer_len`] sizes the buffer).
     pub fn poll_transmit(
         &mut self,
         now: Instant,
+        max_datagrams: usize,
         buf: &mut [u8],
         data: &(impl ReadAt + ?Sized),
     ) -> Option<Transmit> {
+        self.last_batch = None;
         if let Some((to, code, message)) = self.error_pending.take() {
             let len = Packet::Error { code, message }.emit(buf).ok()?;
-            return Some(Transmit { to, len });
+            return Some(Transmit::single(to, len));
         }
         match self.state {
             State::Negotiating if self.oack_pending => {
@@ -259,28 +276,75 @@ impl Transfer {
                 Some(self.to_peer(len))
             }
             State::Sending if self.next <= self.window_end => {
-                let block = self.next;
-                let offset = (block - 1) * u64::from(self.options.blksize);
-                let payload_len = usize::from(self.options.blksize)
-                    .min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
-                let read = match buf.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + payload_len) {
-                    Some(payload) => data.read_at(payload, offset),
-                    None => Err(std::io::Error::other("send buffer smaller than blksize")),
-                };
-                match read {
-                    Ok(n) if n == payload_len => {}
-                    Ok(_) => return self.fail_read(buf, "file shrank while being served".into()),
-                    Err(e) => return self.fail_read(buf, e.to_string()),
-                }
-                emit_data_header(buf, block as u16).ok()?;
-                self.next += 1;
-                if self.next > self.window_end {
-                    self.deadline = Some(now + self.retransmit.timeout);
-                }
-                Some(self.to_peer(DATA_HEADER_LEN + payload_len))
+                self.fill_window(now, max_datagrams, buf, data)
             }
             _ => None,
         }
+    }
+
+    /// Writes as many DATA packets of the current window as fit in `buf`, back to back.
+    ///
+    /// The payloads of consecutive blocks are consecutive in the file, so they are read with one
+    /// `read_at` into the buffer just past the room their headers need, then moved down into
+    /// place (each to a lower address, in block order, so none overwrites one still unmoved)
+    /// with the headers written into the gaps. One read per batch instead of one per block.
+    fn fill_window(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut [u8],
+        data: &(impl ReadAt + ?Sized),
+    ) -> Option<Transmit> {
+        let blksize = usize::from(self.options.blksize);
+        let segment = DATA_HEADER_LEN + blksize;
+        let fit = (buf.len() / segment).min(max_datagrams);
+        if fit == 0 {
+            return self.fail_read(buf, "send buffer smaller than blksize".into());
+        }
+        let first = self.next;
+        let count = (self.window_end + 1 - first).min(fit as u64);
+        let offset = (first - 1) * blksize as u64;
+        let payload = (count * blksize as u64).min(self.size - offset) as usize;
+        let headers = count as usize * DATA_HEADER_LEN;
+        match data.read_at(&mut buf[headers..headers + payload], offset) {
+            Ok(n) if n == payload => {}
+            Ok(_) => return self.fail_read(buf, "file shrank while being served".into()),
+            Err(e) => return self.fail_read(buf, e.to_string()),
+        }
+        for i in 0..count as usize {
+            let from = headers + i * blksize;
+            let len = blksize.min(payload - i * blksize);
+            let at = i * segment;
+            buf.copy_within(from..from + len, at + DATA_HEADER_LEN);
+            emit_data_header(&mut buf[at..], (first + i as u64) as u16).ok()?;
+        }
+        self.next += count;
+        self.last_batch = Some((first, count));
+        if self.next > self.window_end {
+            self.deadline = Some(now + self.retransmit.timeout);
+        }
+        Some(Transmit {
+            to: self.peer,
+            len: headers + payload,
+            segment_len: segment,
+        })
+    }
+
+    /// Takes back the DATA packets of the last transmit past its first `sent`: the socket
+    /// would block, so they are sent again by the next polls instead of waiting for the
+    /// retransmission timer. Only right after that transmit: once anything else has been
+    /// polled or handled, it does nothing.
+    /// Returns whether it did (false for control packets, which the timer resends).
+    pub fn requeue_unsent(&mut self, sent: usize) -> bool {
+        let Some((first, count)) = self.last_batch.take() else {
+            return false;
+        };
+        let resume = first + (sent as u64).min(count);
+        if self.state == State::Sending && resume < self.next {
+            self.next = resume;
+            self.deadline = None;
+        }
+        true
     }
 
     fn fail_read(&mut self, buf: &mut [u8], why: String) -> Option<Transmit> {
@@ -296,7 +360,7 @@ impl Transfer {
     }
 
     fn to_peer(&self, len: usize) -> Transmit {
-        Transmit { to: self.peer, len }
+        Transmit::single(self.peer, len)
     }
 }
 
@@ -320,6 +384,8 @@ mod tests {
         t: Transfer,
         now: Instant,
         data: Vec<u8>,
+        /// DATA packets the send buffer has room for.
+        batch: usize,
     }
 
     #[derive(Debug, PartialEq)]
@@ -355,33 +421,54 @@ mod tests {
                 t: Transfer::new(PEER, negotiated, Retransmit::default(), size as u64),
                 now,
                 data,
+                batch: 1,
             }
+        }
+
+        fn batched(mut self, datagrams: usize) -> Self {
+            self.batch = datagrams;
+            self
         }
 
         /// Everything the transfer wants to send now, checking DATA payloads against the file.
         fn drain(&mut self) -> Vec<Sent> {
             let mut out = Vec::new();
-            let mut buf = vec![0u8; self.t.buffer_len()];
-            while let Some(tx) = self
-                .t
-                .poll_transmit(self.now, &mut buf, self.data.as_slice())
+            let mut buf = vec![0u8; self.t.batch_buffer_len(self.batch)];
+            while let Some(tx) =
+                self.t
+                    .poll_transmit(self.now, self.batch, &mut buf, self.data.as_slice())
             {
-                let sent = match Packet::parse(&buf[..tx.len]).unwrap() {
-                    Packet::OptionAck(o) => Sent::Oack(
-                        o.iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                    ),
-                    Packet::Data { block, data } => {
-                        assert_eq!(tx.to, PEER);
-                        Sent::Data(block, data.len())
-                    }
-                    Packet::Error { code, .. } => Sent::Error(tx.to, code.code()),
-                    other => panic!("unexpected {other:?}"),
-                };
-                out.push(sent);
+                assert!(tx.count() <= self.batch);
+                for datagram in tx.datagrams(&buf) {
+                    out.push(self.parse(tx.to, datagram));
+                }
             }
             out
+        }
+
+        fn parse(&self, to: SocketAddr, datagram: &[u8]) -> Sent {
+            match Packet::parse(datagram).unwrap() {
+                Packet::OptionAck(o) => Sent::Oack(
+                    o.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                Packet::Data { block, data } => {
+                    assert_eq!(to, PEER);
+                    let blksize = usize::from(self.t.options.blksize);
+                    // Blocks wrap, so find the index from the bytes acknowledged so far.
+                    let base = self.t.acked as usize * blksize;
+                    let index = (0..)
+                        .map(|k| (self.t.acked as usize + k, base + k * blksize))
+                        .find(|(i, _)| (i + 1) as u16 == block)
+                        .map(|(_, at)| at)
+                        .unwrap();
+                    assert_eq!(data, &self.data[index..index + data.len()], "block {block}");
+                    Sent::Data(block, data.len())
+                }
+                Packet::Error { code, .. } => Sent::Error(to, code.code()),
+                other => panic!("unexpected {other:?}"),
+            }
         }
 
         fn ack(&mut self, block: u16) {
@@ -437,6 +524,112 @@ mod tests {
         );
         h.ack(11);
         assert_eq!(h.t.outcome(), Some(&Outcome::Complete));
+    }
+
+    /// Runs a whole transfer, ACKing every window's last block; returns the blocks per poll.
+    fn run_to_completion(h: &mut Harness) -> Vec<Sent> {
+        let mut all = h.drain();
+        if matches!(all.first(), Some(Sent::Oack(_))) {
+            h.ack(0);
+        }
+        loop {
+            let sent = h.drain();
+            let Some(Sent::Data(last, _)) = sent.last() else {
+                break;
+            };
+            h.ack(*last);
+            all.extend(sent);
+        }
+        assert_eq!(h.t.outcome(), Some(&Outcome::Complete));
+        all
+    }
+
+    #[test]
+    fn batches_carry_the_same_datagrams_as_single_sends() {
+        // Sizes around block and window boundaries, with and without an empty last block.
+        for (size, blksize, windowsize) in [
+            (0, 512, 16),
+            (512, 512, 1),
+            (10_000, 1000, 4),
+            (10_240, 512, 16),
+            (100_003, 1468, 64),
+            (1_000_000, 8192, 64),
+            (70_000 * 8, 8, 64),
+        ] {
+            let single = run_to_completion(&mut Harness::new(size, blksize, windowsize, true));
+            for batch in [2, 7, 16, 64] {
+                let mut h = Harness::new(size, blksize, windowsize, true).batched(batch);
+                assert_eq!(
+                    run_to_completion(&mut h),
+                    single,
+                    "{size} bytes, blksize {blksize}, windowsize {windowsize}, batch {batch}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_window_end_and_arms_the_timer() {
+        let mut h = Harness::new(100_000, 1000, 6, true);
+        h.drain();
+        h.ack(0);
+        let mut buf = vec![0u8; h.t.batch_buffer_len(4)];
+        let tx =
+            h.t.poll_transmit(h.now, 4, &mut buf, h.data.as_slice())
+                .unwrap();
+        assert_eq!((tx.count(), tx.segment_len, tx.len), (4, 1004, 4016));
+        assert_eq!(h.t.poll_timeout(), None, "window not finished yet");
+        let tx =
+            h.t.poll_transmit(h.now, 4, &mut buf, h.data.as_slice())
+                .unwrap();
+        assert_eq!(tx.count(), 2, "blocks 5 and 6 end the window");
+        assert_eq!(h.t.poll_timeout(), Some(h.now + Duration::from_secs(1)));
+        assert!(h
+            .t
+            .poll_transmit(h.now, 4, &mut buf, h.data.as_slice())
+            .is_none());
+    }
+
+    #[test]
+    fn unsent_datagrams_are_sent_again_by_the_next_poll() {
+        let mut h = Harness::new(100_000, 1000, 8, true).batched(8);
+        h.drain();
+        h.ack(0);
+        let mut buf = vec![0u8; h.t.batch_buffer_len(8)];
+        let tx =
+            h.t.poll_transmit(h.now, 8, &mut buf, h.data.as_slice())
+                .unwrap();
+        assert_eq!(tx.count(), 8);
+        assert!(h.t.poll_timeout().is_some());
+        // The socket took three datagrams, then would block.
+        h.t.requeue_unsent(3);
+        assert_eq!(h.t.poll_timeout(), None, "the window is not all sent");
+        assert_eq!(Harness::blocks(&h.drain()), [4, 5, 6, 7, 8]);
+        assert!(h.t.poll_timeout().is_some());
+        // A second requeue without a new transmit changes nothing.
+        h.t.requeue_unsent(0);
+        assert!(h.drain().is_empty());
+    }
+
+    #[test]
+    fn requeue_after_other_packets_or_progress_does_nothing() {
+        let mut h = Harness::new(100_000, 1000, 4, true).batched(4);
+        h.drain();
+        h.ack(0);
+        assert_eq!(Harness::blocks(&h.drain()), [1, 2, 3, 4]);
+        // The last transmit was the ERROR to a stranger, not the window.
+        h.t.handle_datagram(STRANGER, &[0, 4, 0, 1]);
+        assert_eq!(h.drain(), [Sent::Error(STRANGER, 5)]);
+        h.t.requeue_unsent(0);
+        assert!(h.drain().is_empty());
+        // An ACK arrived between the transmit and the requeue: the window already moved on.
+        h.ack(4);
+        let mut buf = vec![0u8; h.t.batch_buffer_len(4)];
+        h.t.poll_transmit(h.now, 4, &mut buf, h.data.as_slice())
+            .unwrap();
+        h.ack(8);
+        h.t.requeue_unsent(0);
+        assert_eq!(Harness::blocks(&h.drain()), [9, 10, 11, 12]);
     }
 
     #[test]
@@ -529,7 +722,8 @@ mod tests {
         let mut t = Transfer::new(PEER, n, Retransmit::default(), 10);
         let now = Instant::now();
         let mut buf = [0u8; 600];
-        t.poll_transmit(now, &mut buf, &b"0123456789"[..]).unwrap();
+        t.poll_transmit(now, 1, &mut buf, &b"0123456789"[..])
+            .unwrap();
         assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(3)));
     }
 
@@ -648,7 +842,7 @@ mod tests {
         let mut t = Transfer::new(PEER, Negotiated::plain(), Retransmit::default(), 100);
         let mut buf = [0u8; 516];
         let now = Instant::now();
-        let tx = t.poll_transmit(now, &mut buf, &Broken).unwrap();
+        let tx = t.poll_transmit(now, 1, &mut buf, &Broken).unwrap();
         assert!(matches!(
             Packet::parse(&buf[..tx.len]),
             Ok(Packet::Error {
@@ -656,7 +850,7 @@ mod tests {
                 ..
             })
         ));
-        assert!(t.poll_transmit(now, &mut buf, &Broken).is_none());
+        assert!(t.poll_transmit(now, 1, &mut buf, &Broken).is_none());
         assert!(matches!(t.outcome(), Some(Outcome::ReadFailed(m)) if m.contains("fire")));
     }
 }

@@ -39,8 +39,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bootherd ARGS` with debug logging.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
-        let mut child = Command::new(bootherd())
-            .args(args)
+        let mut cmd = Command::new(bootherd());
+        cmd.args(args);
+        Self::spawn_command(cmd)
+    }
+
+    /// Starts `cmd` (bootherd behind a wrapper such as `ip netns exec`) with debug logging.
+    pub fn spawn_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .env("BOOTHERD_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

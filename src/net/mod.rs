@@ -1,12 +1,19 @@
 //! Small socket helpers shared by the shells.
 
+mod batch;
+mod busy_poll;
+
+pub use batch::{BatchSender, MAX_BATCH_BYTES, MAX_BATCH_DATAGRAMS};
+pub use busy_poll::BusyPoll;
+
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
-use smol::Timer;
+use smol::{Async, Timer};
 
 /// Receive buffer asked for on sockets that take bursts (a client's window of DATA, every
 /// client's ACKs in single-port mode). The kernel caps it at `net.core.rmem_max`.
@@ -40,14 +47,13 @@ impl Default for Deadline {
 }
 
 impl Deadline {
-    /// Receives one datagram, or `None` when the timer fires (at `deadline` at the latest,
-    /// possibly before: callers re-check the time). `None` as deadline: no new deadline.
-    pub async fn recv(
+    /// Runs `op` (a receive), or gives `None` when the timer fires (at `deadline` at the
+    /// latest, possibly before: callers re-check the time). `None` as deadline: no new one.
+    pub async fn race<T>(
         &mut self,
-        socket: &UdpSocket,
-        buf: &mut [u8],
         deadline: Option<Instant>,
-    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        op: impl Future<Output = io::Result<T>>,
+    ) -> io::Result<Option<T>> {
         if let Some(at) = deadline {
             if self.armed.is_none_or(|armed| at < armed) {
                 self.timer.set_at(at);
@@ -55,7 +61,7 @@ impl Deadline {
             }
         }
         let timer = &mut self.timer;
-        let received = async { socket.recv_from(buf).await.map(Some) }
+        let received = async { op.await.map(Some) }
             .or(async {
                 timer.await;
                 Ok(None)
@@ -65,6 +71,40 @@ impl Deadline {
             self.armed = None;
         }
         received
+    }
+}
+
+/// Receives a datagram by polling `socket` without sleeping, for up to [`BusyPoll::BUDGET`]
+/// and while `worth_it()` holds; `None` if nothing came, and the caller sleeps as usual. Other
+/// tasks of the thread run between two polls.
+pub async fn busy_recv(
+    socket: &Async<std::net::UdpSocket>,
+    buf: &mut [u8],
+    policy: &mut BusyPoll,
+    worth_it: impl Fn() -> bool,
+) -> Option<(usize, SocketAddr)> {
+    if !worth_it() || !policy.should_poll() {
+        return None;
+    }
+    let until = Instant::now() + BusyPoll::BUDGET;
+    loop {
+        match socket.get_ref().recv_from(buf) {
+            Ok(received) => {
+                policy.hit();
+                return Some(received);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // The sleeping receive that follows reports it.
+            Err(_) => return None,
+        }
+        if !worth_it() {
+            return None;
+        }
+        if Instant::now() >= until {
+            policy.miss();
+            return None;
+        }
+        smol::future::yield_now().await;
     }
 }
 
@@ -83,7 +123,7 @@ pub async fn ask<T>(
         socket.send_to(request, to).await?;
         let until = Some(Instant::now() + wait);
         let mut deadline = Deadline::default();
-        while let Some((n, from)) = deadline.recv(socket, &mut buf, until).await? {
+        while let Some((n, from)) = deadline.race(until, socket.recv_from(&mut buf)).await? {
             if let Some(answer) = accept(&buf[..n], from) {
                 return Ok(Some(answer));
             }
