@@ -3,7 +3,9 @@
 mod batch;
 mod busy_poll;
 
-pub use batch::{BatchSender, MAX_BATCH_BYTES, MAX_BATCH_DATAGRAMS};
+pub use batch::{
+    enable_receive_offload, recv_batch, BatchSender, Received, MAX_BATCH_BYTES, MAX_BATCH_DATAGRAMS,
+};
 pub use busy_poll::BusyPoll;
 
 use std::future::Future;

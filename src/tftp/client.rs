@@ -1,13 +1,13 @@
 //! The TFTP client shell: one socket and a timer around the sans-IO [`Download`] core.
 
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use smol::net::UdpSocket;
+use smol::Async;
 
 use super::download::{ClientRetransmit, Download, DownloadError, RequestSpec};
-use crate::net::Deadline;
+use crate::net::{enable_receive_offload, recv_batch, Deadline};
 
 /// What a finished download looked like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +68,10 @@ pub async fn fetch(
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket = UdpSocket::bind(local).await?;
+    let socket = Async::<UdpSocket>::bind(local)?;
     crate::net::grow_recv_buffer(&socket);
+    // A window sent as one segmented batch then arrives as one buffer.
+    enable_receive_offload(&socket);
     let started = Instant::now();
     let mut download = Download::new(started, server, spec, retransmit);
     let mut send_buf = [0u8; 1024];
@@ -91,12 +93,14 @@ pub async fn fetch(
             });
         }
         let received = deadline
-            .race(download.poll_timeout(), socket.recv_from(&mut recv_buf))
+            .race(download.poll_timeout(), recv_batch(&socket, &mut recv_buf))
             .await?;
         let now = Instant::now();
-        if let Some((n, from)) = received {
-            if let Some(payload) = download.handle_datagram(now, from, &recv_buf[..n]) {
-                out.write_all(payload)?;
+        if let Some(received) = received {
+            for datagram in received.datagrams(&recv_buf) {
+                if let Some(payload) = download.handle_datagram(now, received.from, datagram) {
+                    out.write_all(payload)?;
+                }
             }
         }
         download.handle_timeout(now);
