@@ -4,6 +4,11 @@
 //! Layout: protocol cores are sans-IO (bytes and time in, bytes and decisions out) and never
 //! touch sockets or clocks; thin smol shells beside them own sockets, timers and files.
 //! - [`tftp`]: the TFTP engine (server and client) that the central and alternates embed.
+//! - [`net`]: socket helpers for the shells (batched sends and receives, busy polling).
+//! - [`pxe`], [`report`], [`balance`], [`formats`]: proxyDHCP, load reports, list ordering,
+//!   the list and config formats.
+//! - [`central`], [`alternate`]: the two server roles; [`bootclient`], [`demo`]: simulated
+//!   boot clients.
 //! - [`cli`]: the multi-call command line.
 
 #![forbid(unsafe_code)]
