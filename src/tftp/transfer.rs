@@ -135,13 +135,8 @@ impl Transfer {
         self.size
     }
 
-    /// Length of the buffer [`Transfer::poll_transmit`] needs: a DATA packet of the negotiated
-    /// block size, or the OACK or an ERROR, whichever is longer.
-    pub fn buffer_len(&self) -> usize {
-        self.batch_buffer_len(1)
-    }
-
-    /// Length of a buffer that takes `datagrams` DATA packets at once (and any control packet).
+    /// Length of a buffer that takes `datagrams` DATA packets of the negotiated block size at
+    /// once, and the OACK or an ERROR, whichever is longer.
     pub fn batch_buffer_len(&self, datagrams: usize) -> usize {
         ((usize::from(self.options.blksize) + DATA_HEADER_LEN) * datagrams.max(1))
             .max(CONTROL_PACKET_LEN)
@@ -251,9 +246,9 @@ impl Transfer {
         self.deadline
     }
 
-    /// Writes the next datagram to send into `buf` (at least [`Transfer::buffer_len`] bytes),
-    /// or up to `max_datagrams` DATA packets of the window, as many as fit (quinn-proto's
-    /// batching; [`Transfer::batch_buffer_len`] sizes the buffer).
+    /// Writes the next datagram to send into `buf`, or up to `max_datagrams` DATA packets of
+    /// the window, as many as fit (quinn-proto's batching). [`Transfer::batch_buffer_len`]
+    /// sizes the buffer; `batch_buffer_len(1)` is the least that always works.
     pub fn poll_transmit(
         &mut self,
         now: Instant,
