@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bootherd::report::client::status;
 use bootherd::report::wire::{Key, StatusAnswer};
-use common::{bootherd, pattern, Daemon, TempDir};
+use common::{bootherd, pattern, uid, Daemon, TempDir};
 
 const KEY_HEX: &str = "5eed5eed5eed5eed00112233445566778899aabbccddeeff";
 
@@ -592,19 +592,6 @@ fn pxe_steps_nbp_list_and_boot_files_on_loopback() {
 #[test]
 fn central_drops_root_after_binding() {
     let site = Site::new();
-    let uid = |pid: u32| {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .unwrap()
-            .to_string();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u32>()
-            .unwrap()
-    };
     let root = uid(std::process::id()) == 0;
     let config = site.write_config(
         "drop.toml",

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bootherd, pattern, Daemon, TempDir, TftpServer};
+use common::{bootherd, pattern, uid, Daemon, TempDir, TftpServer};
 
 fn fetch(args: &[&str]) -> Output {
     Command::new(bootherd())
@@ -116,18 +116,11 @@ impl Drop for Netns {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
 #[test]
 fn windows_go_out_segmented_and_fall_back_where_the_mtu_is_too_small() {
     // Needs root for a namespace whose loopback has an Ethernet MTU. CI runs as root, so
     // there a missing privilege is a failure, not a skip.
-    if !is_root() {
+    if uid(std::process::id()) != 0 {
         assert!(
             std::env::var_os("CI").is_none(),
             "this test needs root in CI"

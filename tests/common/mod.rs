@@ -16,6 +16,13 @@ pub fn bootherd() -> &'static str {
 
 pub use bootherd::testutil::TempDir;
 
+/// The real user ID of process `pid`, from `/proc/PID/status`.
+pub fn uid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so that a wrong offset never matches.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
