@@ -20,7 +20,9 @@ use sysinfo::System;
 use crate::config::AlternateConfig;
 use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
 use crate::log;
-use crate::report::monitor::{digest_dir, Identity, Monitor, SystemSample};
+use crate::report::capacity::{CapacityEstimator, Learned};
+use crate::report::monitor::{digest_dir, Identity, Monitor, Observed, SystemSample};
+use crate::report::state::AlternateState;
 use crate::report::wire::{encode, hex, AltState, Key, Message};
 use crate::tftp::path::SafePath;
 use crate::tftp::progress::Progress;
@@ -29,32 +31,59 @@ use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
 
 /// How often the monitor looks at the counters for edges (first transfer, last transfer).
 const EDGE_CHECK: Duration = Duration::from_millis(20);
+/// The capacity assumed before anything is measured, when the network interface does not say
+/// its speed: 1 Gbit/s.
+const DEFAULT_PRIOR: u64 = 125_000_000;
+/// The state file is rewritten when the learned capacity moved this much (per mille) or this
+/// long after the last write, not every report: appliances keep it on flash.
+const SAVE_CHANGE_PERMILLE: u64 = 50;
+const SAVE_EVERY: Duration = Duration::from_secs(600);
 
 /// Serves per-client config files: `bootherd.cfg/UUID/MAC/ARCH` answers with the first of
 /// `configs/uuid-UUID`, `configs/mac-MAC`, `configs/arch-ARCH`, `configs/default`, with
 /// `${alternate}` replaced by this alternate's id; `bootherd.ipxe/...` renders it as an iPXE
-/// script. Each one served counts as a boot started.
+/// script. Each one served counts as a boot started, of the bytes of the files it names.
 pub struct ConfigSource {
-    configs: PathBuf,
+    root: PathBuf,
     id: String,
     base_url: String,
-    boots_started: Arc<AtomicU64>,
+    boots: Arc<BootCounters>,
+}
+
+/// What the config files served say about the boots that started here.
+#[derive(Debug, Default)]
+pub struct BootCounters {
+    /// Configs served.
+    pub started: AtomicU64,
+    /// Bytes of the boot files they name, summed.
+    pub booked_bytes: AtomicU64,
+    /// Bytes of the boot files the last one names.
+    pub last_boot_bytes: AtomicU64,
 }
 
 impl ConfigSource {
     /// Configs under `root/configs`, for alternate `id` reachable at `address`.
     pub fn new(root: &std::path::Path, id: &str, address: SocketAddr) -> Self {
         ConfigSource {
-            configs: root.join("configs"),
+            root: root.to_path_buf(),
             id: id.to_string(),
             base_url: format!("tftp://{address}"),
-            boots_started: Arc::default(),
+            boots: Arc::default(),
         }
     }
 
-    /// The counter of config files served.
-    pub fn boots_started(&self) -> Arc<AtomicU64> {
-        self.boots_started.clone()
+    /// The counters of config files served.
+    pub fn boots(&self) -> Arc<BootCounters> {
+        self.boots.clone()
+    }
+
+    /// Bytes of the files `config` names, as they are on disk now (missing ones count 0: the
+    /// client will fail on them, not wait for them).
+    fn boot_bytes(&self, config: &crate::formats::boot_config::BootConfig) -> u64 {
+        config
+            .all_files()
+            .map(|f| std::fs::metadata(self.root.join(&f.path)).map_or(0, |m| m.len()))
+            .sum()
     }
 }
 
@@ -71,23 +100,25 @@ impl FileSource for ConfigSource {
             _ => return Err(OpenError::NotFound),
         };
         for name in lookup_order(uuid, mac, arch) {
-            let text = match std::fs::read_to_string(self.configs.join(&name)) {
+            let text = match std::fs::read_to_string(self.root.join("configs").join(&name)) {
                 Ok(text) => text,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(OpenError::Io(e)),
             };
             let text = text.replace("${alternate}", &self.id);
+            let config = crate::formats::boot_config::parse(&text).map_err(|e| {
+                log::warning!("alternate: configs/{name}: {e}");
+                OpenError::Denied("broken config file")
+            })?;
+            let bytes = self.boot_bytes(&config);
             let body = if ipxe {
-                crate::formats::boot_config::parse(&text)
-                    .map_err(|e| {
-                        log::warning!("alternate: configs/{name}: {e}");
-                        OpenError::Denied("broken config file")
-                    })?
-                    .render_ipxe(&self.base_url)
+                config.render_ipxe(&self.base_url)
             } else {
                 text
             };
-            self.boots_started.fetch_add(1, Ordering::Relaxed);
+            self.boots.started.fetch_add(1, Ordering::Relaxed);
+            self.boots.booked_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.boots.last_boot_bytes.store(bytes, Ordering::Relaxed);
             log::info!("alternate: {client}: boot config configs/{name} (uuid {uuid}, mac {mac}, arch {arch})");
             return Ok(Content::Bytes(body.into_bytes().into()));
         }
@@ -117,21 +148,23 @@ pub struct Alternate {
     config: AlternateConfig,
     server: Server,
     progress: Arc<Progress>,
-    boots_started: Arc<AtomicU64>,
+    boots: Arc<BootCounters>,
     monitor: Monitor,
+    state: StateKeeper,
     socket: std::net::UdpSocket,
 }
 
 impl Alternate {
     /// Binds the TFTP socket and the report socket (synchronously, see
-    /// [`crate::tftp::server::Server`]), and hashes the boot files.
+    /// [`crate::tftp::server::Server`]), hashes the boot files and counts this start in the
+    /// state file.
     pub fn bind(config: AlternateConfig) -> Result<Alternate, String> {
         let dir = DirSource::new(&config.root)
             .map_err(|e| format!("root {}: {e}", config.root.display()))?;
         let digest = digest_dir(&config.root)
             .map_err(|e| format!("cannot hash {}: {e}", config.root.display()))?;
         let mut server_config = config.tftp.server(config.tftp_listen);
-        server_config.rate_limit = config.rate_limit.then_some(config.link_bytes_per_sec);
+        server_config.rate_limit = config.link_bytes_per_sec.filter(|_| config.rate_limit);
         // Bind first: with port 0 the advertised address is only known afterwards.
         let placeholder: Arc<dyn FileSource> = Arc::new(dir.clone());
         let server = Server::bind(server_config.clone(), placeholder)
@@ -143,7 +176,7 @@ impl Alternate {
             config.advertise.clone()
         };
         let configs = ConfigSource::new(&config.root, &config.id, addresses[0]);
-        let boots_started = configs.boots_started();
+        let boots = configs.boots();
         let server = server.with_source(Arc::new(Overlay {
             first: configs,
             second: dir,
@@ -154,15 +187,32 @@ impl Alternate {
             IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         };
         let socket = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
-        let monitor = Monitor::new(Identity {
-            alternate: config.id.clone(),
-            addresses,
-            boot_id: random_u64(),
-            interval: config.interval,
-            link_bytes_per_sec: config.link_bytes_per_sec,
-            max_transfers: config.tftp.max_transfers.min(u32::MAX as usize) as u32,
-            digest,
-        });
+        let state = StateKeeper::start(config.state_file.clone());
+        let prior = link_speed(addresses[0].ip()).unwrap_or(DEFAULT_PRIOR);
+        let saved = state.state.capacity.aged(crate::central::unix_ms());
+        let capacity = CapacityEstimator::new(prior, config.link_bytes_per_sec, saved);
+        log::info!(
+            "alternate {}: start {} of this alternate; link capacity {} ({})",
+            config.id,
+            state.state.boot_count,
+            mb_per_sec(capacity.capacity()),
+            match saved {
+                Some(l) => format!("learned before, {} s of evidence", l.evidence.as_secs()),
+                None => format!("nothing learned yet, prior {}", mb_per_sec(prior)),
+            }
+        );
+        let monitor = Monitor::new(
+            Identity {
+                alternate: config.id.clone(),
+                addresses,
+                boot_id: random_u64(),
+                boot_count: state.state.boot_count,
+                interval: config.interval,
+                max_transfers: config.tftp.max_transfers.min(u32::MAX as usize) as u32,
+                digest,
+            },
+            capacity,
+        );
         log::info!(
             "alternate {}: boot files digest {}, reporting every {} ms to {:?}",
             config.id,
@@ -174,8 +224,9 @@ impl Alternate {
             config,
             server,
             progress,
-            boots_started,
+            boots,
             monitor,
+            state,
             socket,
         })
     }
@@ -195,8 +246,9 @@ impl Alternate {
             config,
             server,
             progress,
-            boots_started,
+            boots,
             mut monitor,
+            mut state,
             socket,
         } = self;
         let reporter = Reporter {
@@ -210,17 +262,21 @@ impl Alternate {
                 .await
                 .map_err(|e| format!("TFTP server stopped: {e}"))
         };
+        let observe = || Observed {
+            totals: progress.totals(),
+            boots_started: boots.started.load(Ordering::Relaxed),
+            booked_bytes: boots.booked_bytes.load(Ordering::Relaxed),
+            boot_bytes: boots.last_boot_bytes.load(Ordering::Relaxed),
+            cpu: process_cpu_time(),
+            ..Observed::default()
+        };
         let monitor_loop = async {
             let mut system = SystemSampler::new();
             loop {
                 let now = Instant::now();
-                if let Some(report) = monitor.poll(
-                    now,
-                    progress.totals(),
-                    boots_started.load(Ordering::Relaxed),
-                    || system.sample(),
-                ) {
+                if let Some(report) = monitor.poll(now, &observe(), || system.sample()) {
                     reporter.send(&Message::Report(report)).await;
+                    state.keep(now, &config.id, monitor.capacity().learned());
                 }
                 let signal = async { signals.next().await }
                     .or(async {
@@ -234,7 +290,7 @@ impl Alternate {
                             AltState::Draining => AltState::Serving,
                             _ => AltState::Draining,
                         };
-                        log::info!("alternate {}: now {next:?}", config.id);
+                        log::info!("alternate {}: now {next}", config.id);
                         monitor.set_state(next);
                     }
                     Some(Ok(_)) => break,
@@ -243,19 +299,126 @@ impl Alternate {
                 }
             }
             monitor.set_state(AltState::Leaving);
-            if let Some(report) = monitor.poll(
-                Instant::now(),
-                progress.totals(),
-                boots_started.load(Ordering::Relaxed),
-                || system.sample(),
-            ) {
+            if let Some(report) = monitor.poll(Instant::now(), &observe(), || system.sample()) {
                 reporter.send(&Message::Report(report)).await;
             }
+            state.save(&config.id, monitor.capacity().learned());
             log::info!("alternate {}: leaving", config.id);
             Ok(())
         };
         serve.or(monitor_loop).await
     }
+}
+
+fn mb_per_sec(bytes_per_sec: u64) -> String {
+    format!("{:.1} MB/s", bytes_per_sec as f64 / 1e6)
+}
+
+/// The state file: read and counted at start, rewritten when what was learned moves.
+struct StateKeeper {
+    path: Option<PathBuf>,
+    state: AlternateState,
+    /// When it was last written.
+    written: Instant,
+}
+
+impl StateKeeper {
+    /// Reads the state file (a missing or broken one starts afresh), counts this start and
+    /// writes it back at once: the boot count must be on disk before the first report.
+    fn start(path: Option<PathBuf>) -> StateKeeper {
+        let mut state = AlternateState::default();
+        if let Some(path) = &path {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match AlternateState::parse(&text) {
+                    Ok(read) => state = read,
+                    Err(e) => log::warning!("alternate: {}: {e}; starting afresh", path.display()),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warning!("alternate: cannot read {}: {e}", path.display()),
+            }
+        }
+        state.boot_count += 1;
+        let mut keeper = StateKeeper {
+            path,
+            state,
+            written: Instant::now(),
+        };
+        keeper.write();
+        keeper
+    }
+
+    /// Writes the state if the learned capacity moved enough, or long enough ago.
+    fn keep(&mut self, now: Instant, id: &str, learned: Option<Learned>) {
+        let saved = self.state.capacity.learned.map(|l| l.bytes_per_sec);
+        let moved = match (saved, learned) {
+            (None, Some(_)) => true,
+            (Some(old), Some(new)) => {
+                old.abs_diff(new.bytes_per_sec) * 1000 > old * SAVE_CHANGE_PERMILLE
+            }
+            _ => false,
+        };
+        if moved {
+            if let Some(l) = learned {
+                log::info!(
+                    "alternate {id}: link capacity now {} ({} s of backlogged measurement)",
+                    mb_per_sec(l.bytes_per_sec),
+                    l.evidence.as_secs()
+                );
+            }
+        }
+        if moved || (learned.is_some() && now.duration_since(self.written) >= SAVE_EVERY) {
+            self.save(id, learned);
+        }
+    }
+
+    fn save(&mut self, _id: &str, learned: Option<Learned>) {
+        self.state.capacity.learned = learned.or(self.state.capacity.learned);
+        self.state.capacity.saved_unix_ms = crate::central::unix_ms();
+        self.write();
+    }
+
+    /// Writes the file whole (a new file renamed over the old one, so a power cut leaves
+    /// one or the other).
+    fn write(&mut self) {
+        self.written = Instant::now();
+        let Some(path) = &self.path else { return };
+        let new = path.with_extension("new");
+        let result =
+            std::fs::write(&new, self.state.render()).and_then(|()| std::fs::rename(&new, path));
+        if let Err(e) = result {
+            log::warning!("alternate: cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+/// The speed of the network interface that has `ip`, bytes/s, where the kernel knows it
+/// (not for loopback, nor for most wireless links).
+fn link_speed(ip: IpAddr) -> Option<u64> {
+    let name = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .find(|i| {
+            i.address.as_ref().and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| IpAddr::from(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
+            }) == Some(ip)
+        })?
+        .interface_name;
+    let mbit: u64 = std::fs::read_to_string(format!("/sys/class/net/{name}/speed"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (mbit > 0).then_some(mbit * 125_000)
+}
+
+/// CPU time the process has used.
+fn process_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// Sends signed messages to every central.
@@ -367,7 +530,13 @@ mod tests {
             read("bootherd.ipxe/-/-/7"),
             "#!ipxe\nkernel tftp://127.0.0.17:69/k alt=alt7\nboot\n"
         );
-        assert_eq!(src.boots_started().load(Ordering::Relaxed), 4);
+        assert_eq!(src.boots().started.load(Ordering::Relaxed), 4);
+        // A boot is booked with the bytes of the files its config names, as they are on disk.
+        std::fs::write(root.path().join("k"), vec![0u8; 1000]).unwrap();
+        read("bootherd.cfg/-/-/7");
+        let boots = src.boots();
+        assert_eq!(boots.last_boot_bytes.load(Ordering::Relaxed), 1000);
+        assert_eq!(boots.booked_bytes.load(Ordering::Relaxed), 1000);
         assert!(matches!(
             src.open(&sanitize("bootherd.cfg/x").unwrap(), client),
             Err(OpenError::NotFound)

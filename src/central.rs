@@ -9,21 +9,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
 
-use crate::balance::{Drop, Ranked, Table};
+use crate::balance::{DropReason, Handled, Ranked, ReportEndpoint, Table};
 use crate::config::CentralConfig;
 use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
 use crate::log;
+use crate::net::Deadline;
 use crate::pxe::responder::Service;
 use crate::pxe::server::PxeServer;
-use crate::report::wire::{
-    decode, encode, DecodeError, Key, Message, StatusAnswer, MAX_DATAGRAM_LEN,
-};
+use crate::report::wire::MAX_DATAGRAM_LEN;
 use crate::tftp::path::SafePath;
 use crate::tftp::server::Server;
 use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
 
-/// A status request more than this far from the central's clock is dropped.
-const STATUS_CLOCK_SKEW_MS: u64 = 60_000;
+/// How often the table is checked for alternates that went quiet or departed.
+const TICK: Duration = Duration::from_secs(1);
+/// Dropped report-port datagrams are summed up in one log line at most this often: a flood
+/// must not turn into a flood of log lines.
+const DROP_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 type SharedTable = Arc<Mutex<Table>>;
 
@@ -67,7 +69,7 @@ impl ListSource {
             log::debug!("central: {client}: list again (same as moments ago)");
             return ranked.clone();
         }
-        let ranked = lock(&self.table).assign(now, Some(client.ip()));
+        let ranked = lock(&self.table).assign(now, client);
         log::info!("central: {client}: list {}", describe(&ranked));
         recent.insert(client, (now, ranked.clone()));
         ranked
@@ -96,6 +98,12 @@ impl FileSource for ListSource {
         };
         Ok(Content::Bytes(text.into_bytes().into()))
     }
+
+    fn delivered(&self, path: &str, client: SocketAddr) {
+        if path == LIST_PATH || path == IPXE_LIST_PATH {
+            lock(&self.table).confirm(Instant::now(), client);
+        }
+    }
 }
 
 fn describe(ranked: &[Ranked]) -> String {
@@ -120,7 +128,7 @@ impl FileSource for Nothing {
 
 /// A bound central, ready to run.
 pub struct Central {
-    key: Key,
+    endpoint: ReportEndpoint,
     table: SharedTable,
     reports: std::net::UdpSocket,
     server: Server,
@@ -153,7 +161,7 @@ impl Central {
             None => None,
         };
         Ok(Central {
-            key: config.key,
+            endpoint: ReportEndpoint::new(config.key),
             table,
             reports,
             server,
@@ -190,7 +198,7 @@ impl Central {
             self.tftp_addr().map_err(|e| e.to_string())?
         );
         let Central {
-            key,
+            mut endpoint,
             table,
             reports,
             server,
@@ -211,15 +219,35 @@ impl Central {
         };
         let listen = async {
             let mut buf = vec![0u8; MAX_DATAGRAM_LEN + 1];
+            let mut deadline = Deadline::default();
+            let mut next_tick = Instant::now() + TICK;
+            let mut drops = DropLog::new(Instant::now());
             loop {
-                let (n, from) = reports
-                    .recv_from(&mut buf)
+                let received = deadline
+                    .race(Some(next_tick), reports.recv_from(&mut buf))
                     .await
                     .map_err(|e| format!("report socket: {e}"))?;
-                if let Some(reply) = handle_datagram(&key, &table, from, &buf[..n]) {
-                    if let Err(e) = reports.send_to(&reply, from).await {
-                        log::warning!("central: status answer to {from}: {e}");
+                let now = Instant::now();
+                if let Some((n, from)) = received {
+                    let (handled, reply) = {
+                        let mut table = lock(&table);
+                        endpoint.handle(&mut table, now, unix_ms(), from, &buf[..n])
+                    };
+                    log_handled(from, &handled);
+                    if let Some(reply) = reply {
+                        if let Err(e) = reports.send_to(&reply, from).await {
+                            log::debug!("central: status answer to {from}: {e}");
+                        }
                     }
+                }
+                if now >= next_tick {
+                    next_tick = now + TICK;
+                    let mut table = lock(&table);
+                    table.tick(now);
+                    while let Some(event) = table.poll_event() {
+                        log::info!("central: {event}");
+                    }
+                    drops.maybe_log(now, table.dropped(), endpoint.bad_tag_from());
                 }
             }
         };
@@ -227,58 +255,61 @@ impl Central {
     }
 }
 
-/// Handles one datagram on the report port; returns the answer to send back, if any.
-fn handle_datagram(
-    key: &Key,
-    table: &SharedTable,
-    from: SocketAddr,
-    datagram: &[u8],
-) -> Option<Vec<u8>> {
-    let message = match decode(datagram, key) {
-        Ok(m) => m,
-        Err(e) => {
-            let why = match e {
-                DecodeError::BadTag => Drop::BadTag,
-                _ => Drop::Malformed,
-            };
-            lock(table).count_drop(why);
-            log::debug!("central: {from}: dropped datagram: {e}");
-            return None;
+/// Logs one handled datagram: applied marks at info; everything per datagram else at debug
+/// only (dropped ones are summed up by [`DropLog`]).
+fn log_handled(from: SocketAddr, handled: &Handled) {
+    match handled {
+        Handled::Marked { alternate, state } => {
+            log::info!("central: {from}: network path of {alternate} marked {state}")
         }
-    };
-    let mut table = lock(table);
-    match message {
-        Message::Report(report) => {
-            let (id, seq) = (report.alternate.clone(), report.sequence);
-            if let Err(why) = table.handle_report(Instant::now(), report) {
-                log::warning!("central: {from}: report from {id} (seq {seq}) dropped: {why:?}");
-            }
-            None
+        Handled::Dropped { why, what } => log::debug!("central: {from}: {what} dropped: {why}"),
+        Handled::Report { .. } | Handled::Answered | Handled::Ignored => {}
+    }
+}
+
+/// Sums up dropped report-port datagrams in one warning per [`DROP_SUMMARY_EVERY`] at most.
+struct DropLog {
+    last: [u64; 4],
+    at: Instant,
+}
+
+impl DropLog {
+    fn new(now: Instant) -> Self {
+        DropLog {
+            last: [0; 4],
+            at: now,
         }
-        Message::Mark(mark) => {
-            let what = format!("{} {:?}", mark.alternate, mark.state);
-            match table.handle_mark(unix_ms(), mark) {
-                Ok(()) => log::info!("central: {from}: network path of {what}"),
-                Err(why) => log::warning!("central: {from}: mark {what} dropped: {why:?}"),
-            }
-            None
+    }
+
+    fn maybe_log(&mut self, now: Instant, dropped: [u64; 4], bad_tag_from: Option<SocketAddr>) {
+        if now.saturating_duration_since(self.at) < DROP_SUMMARY_EVERY || dropped == self.last {
+            return;
         }
-        Message::StatusRequest(request) => {
-            if unix_ms().abs_diff(request.unix_ms) > STATUS_CLOCK_SKEW_MS {
-                table.count_drop(Drop::Replayed);
-                log::warning!("central: {from}: stale status request dropped");
-                return None;
-            }
-            let answer = StatusAnswer {
-                nonce: request.nonce,
-                rows: table.status(Instant::now()),
-                dropped: table.dropped(),
-            };
-            encode(&Message::StatusAnswer(answer), key)
-                .map_err(|e| log::warning!("central: status answer: {e}"))
-                .ok()
-        }
-        Message::StatusAnswer(_) => None,
+        let reasons = [
+            DropReason::BadTag,
+            DropReason::Replayed,
+            DropReason::Unknown,
+            DropReason::Malformed,
+        ];
+        let parts: Vec<String> = reasons
+            .iter()
+            .filter_map(|&why| {
+                let n = dropped[why as usize] - self.last[why as usize];
+                (n > 0).then(|| match (why, bad_tag_from) {
+                    (DropReason::BadTag, Some(from)) => {
+                        format!("{n} {why} (last from {from})")
+                    }
+                    _ => format!("{n} {why}"),
+                })
+            })
+            .collect();
+        log::warning!(
+            "central: report port dropped in the last {} s: {}",
+            now.saturating_duration_since(self.at).as_secs(),
+            parts.join(", ")
+        );
+        self.last = dropped;
+        self.at = now;
     }
 }
 
@@ -295,41 +326,10 @@ pub fn run(config: CentralConfig, user: Option<&str>) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::balance::Policy;
-    use crate::report::wire::tests::{key, report};
-    use crate::report::wire::StatusRequest;
+    use crate::report::wire::tests::report;
 
     #[test]
-    fn datagrams_update_the_table_and_status_answers() {
-        let table = Arc::new(Mutex::new(Table::new(Policy::default())));
-        let from: SocketAddr = "127.0.0.11:5000".parse().unwrap();
-        let signed = encode(&Message::Report(report("alt1", 1)), &key()).unwrap();
-        assert!(handle_datagram(&key(), &table, from, &signed).is_none());
-        // A replay and a forgery change nothing but the counters.
-        assert!(handle_datagram(&key(), &table, from, &signed).is_none());
-        let mut forged = encode(&Message::Report(report("evil", 2)), &key()).unwrap();
-        forged[5] ^= 1;
-        assert!(handle_datagram(&key(), &table, from, &forged).is_none());
-        assert!(handle_datagram(&key(), &table, from, b"junk").is_none());
-        let ask = |unix_ms| {
-            let req = Message::StatusRequest(StatusRequest { nonce: 42, unix_ms });
-            handle_datagram(&key(), &table, from, &encode(&req, &key()).unwrap())
-        };
-        let Message::StatusAnswer(answer) = decode(&ask(unix_ms()).unwrap(), &key()).unwrap()
-        else {
-            panic!("no answer")
-        };
-        assert_eq!(answer.nonce, 42);
-        assert_eq!(answer.rows.len(), 1);
-        assert_eq!(answer.rows[0].report.alternate, "alt1");
-        assert_eq!(answer.dropped, [1, 1, 0, 1]);
-        assert!(
-            ask(unix_ms() - 120_000).is_none(),
-            "old requests are not answered"
-        );
-    }
-
-    #[test]
-    fn list_source_renders_and_promises() {
+    fn list_source_renders_promises_and_confirms_on_delivery() {
         let table = Arc::new(Mutex::new(Table::new(Policy::default())));
         lock(&table)
             .handle_report(Instant::now(), report("alt1", 1))
@@ -354,14 +354,17 @@ mod tests {
         let other: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         src.list_for(other, now);
         assert_eq!(lock(&table).status(now)[0].promised, 2);
-        let later = now + REPEAT_WINDOW;
+        // Only the client that acknowledged its list still counts after a few seconds.
+        src.delivered(LIST_PATH, client);
+        let later = now + crate::balance::TENTATIVE_TTL + Duration::from_millis(1);
         lock(&table)
             .handle_report(later, report("alt1", 2))
             .unwrap();
+        assert_eq!(lock(&table).status(later)[0].promised, 1);
         src.list_for(client, later);
         assert_eq!(
-            lock(&table).status(now)[0].promised,
-            3,
+            lock(&table).status(later)[0].promised,
+            2,
             "a new boot after the window"
         );
         let Ok(Content::Bytes(script)) = src.open(

@@ -41,8 +41,9 @@
 //! tftp_listen = "0.0.0.0:69"
 //! advertise = ["10.0.0.11:69"]            # what clients should use [default: tftp_listen]
 //! root = "/srv/bootherd/boot"
-//! link_bytes_per_sec = 125000000
+//! link_bytes_per_sec = 125000000         # optional cap on the capacity it learns
 //! rate_limit = false                      # cap sending at link_bytes_per_sec
+//! state_file = "/var/lib/bootherd/alternate.state"  # boot count, learned capacity
 //! centrals = ["10.0.0.1:7411", "10.0.0.2:7411"]
 //! interval_ms = 1000
 //! ```
@@ -54,7 +55,7 @@ use std::time::Duration;
 
 use nanoserde::{Toml, TomlParser};
 
-use crate::balance::{Ordering, Policy, SubnetCost};
+use crate::balance::{ListOrder, Policy, SubnetCost};
 use crate::pxe::responder::{BootFiles, PxeConfig};
 use crate::pxe::server::{Binding, Interface, PxeSettings};
 use crate::report::wire::{from_hex, Key};
@@ -101,6 +102,7 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("alternate.root", Kind::Str),
     ("alternate.link_bytes_per_sec", Kind::Int),
     ("alternate.rate_limit", Kind::Bool),
+    ("alternate.state_file", Kind::Str),
     ("alternate.centrals", Kind::StrList),
     ("alternate.interval_ms", Kind::Int),
 ];
@@ -192,10 +194,12 @@ pub struct AlternateConfig {
     pub advertise: Vec<SocketAddr>,
     /// Boot files and `configs/`.
     pub root: PathBuf,
-    /// Link capacity, bytes/s.
-    pub link_bytes_per_sec: u64,
-    /// Cap sending at the link capacity.
+    /// A cap on the capacity it learns and reports, bytes/s (none: what it measures).
+    pub link_bytes_per_sec: Option<u64>,
+    /// Cap sending at `link_bytes_per_sec`.
     pub rate_limit: bool,
+    /// Where it keeps its boot count and learned capacity between runs (none: nowhere).
+    pub state_file: Option<PathBuf>,
     /// Centrals to report to.
     pub centrals: Vec<SocketAddr>,
     /// Report interval.
@@ -268,9 +272,9 @@ impl Config {
     /// The central's settings.
     pub fn central(&self) -> Result<CentralConfig, ConfigError> {
         let defaults = Policy::default();
-        let ordering = match self.str("central.ordering")?.as_deref() {
-            None | Some("load") => Ordering::Load,
-            Some("static") => Ordering::Static,
+        let order = match self.str("central.ordering")?.as_deref() {
+            None | Some("load") => ListOrder::Load,
+            Some("static") => ListOrder::Static,
             Some(other) => {
                 return Err(self.error(
                     "central.ordering",
@@ -303,7 +307,7 @@ impl Config {
                 .addr("central.report_listen")?
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_REPORT_PORT))),
             policy: Policy {
-                ordering,
+                order,
                 typical_boot_bytes: self
                     .int("central.typical_boot_bytes", 1, u64::MAX)?
                     .unwrap_or(defaults.typical_boot_bytes),
@@ -396,6 +400,14 @@ impl Config {
         if centrals.is_empty() {
             return Err(self.error("alternate.centrals", "at least one central is needed"));
         }
+        let link_bytes_per_sec = self.int("alternate.link_bytes_per_sec", 1, u64::MAX)?;
+        let rate_limit = self.bool("alternate.rate_limit")?.unwrap_or(false);
+        if rate_limit && link_bytes_per_sec.is_none() {
+            return Err(self.error(
+                "alternate.rate_limit",
+                "needs alternate.link_bytes_per_sec, the rate to cap at",
+            ));
+        }
         let advertise = addrs("alternate.advertise")?;
         if advertise.len() > crate::report::wire::MAX_ADDRESSES {
             return Err(self.error("alternate.advertise", "at most 4 addresses"));
@@ -411,10 +423,9 @@ impl Config {
             root: self
                 .path("alternate.root")?
                 .ok_or_else(|| self.error("alternate.root", "missing"))?,
-            link_bytes_per_sec: self
-                .int("alternate.link_bytes_per_sec", 1, u64::MAX)?
-                .unwrap_or(125_000_000),
-            rate_limit: self.bool("alternate.rate_limit")?.unwrap_or(false),
+            link_bytes_per_sec,
+            rate_limit,
+            state_file: self.path("alternate.state_file")?,
             centrals,
             interval: Duration::from_millis(
                 self.int("alternate.interval_ms", 10, 3_600_000)?
@@ -659,6 +670,25 @@ interval_ms = 200
         assert_eq!(a.tftp.limits.max_blksize, 8192);
         assert_eq!(a.tftp.limits.max_windowsize, 64);
         assert!(a.rate_limit);
+        assert_eq!(a.link_bytes_per_sec, Some(40_000_000));
+        assert_eq!(a.state_file, None);
+    }
+
+    #[test]
+    fn the_link_capacity_is_an_optional_cap_and_the_state_file_is_relative() {
+        let text = ALTERNATE
+            .replace("link_bytes_per_sec = 40000000\nrate_limit = true\n", "")
+            .replace(
+                "[alternate]\n",
+                "[alternate]\nstate_file = \"alt1.state\"\n",
+            );
+        let (dir, c) = with_key(&text);
+        let a = c.unwrap().alternate().unwrap();
+        assert_eq!((a.link_bytes_per_sec, a.rate_limit), (None, false));
+        assert_eq!(a.state_file, Some(dir.path().join("alt1.state")));
+        let text = ALTERNATE.replace("link_bytes_per_sec = 40000000\n", "");
+        let err = with_key(&text).1.unwrap().alternate().unwrap_err();
+        assert!(err.to_string().contains("alternate.rate_limit"), "{err}");
     }
 
     #[test]
@@ -673,7 +703,7 @@ expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABA
 "#;
         let (_dir, c) = with_key(text);
         let c = c.unwrap().central().unwrap();
-        assert_eq!(c.policy.ordering, Ordering::Static);
+        assert_eq!(c.policy.order, ListOrder::Static);
         assert_eq!(c.policy.allow.as_deref().unwrap(), ["alt1", "alt2"]);
         assert_eq!(c.policy.subnet_costs[1].percent, 200);
         assert_eq!(c.policy.expected_digest, Some([0xAB; 32]));

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::alternate::{random_u64, Alternate};
-use crate::balance::{Ordering, Policy};
+use crate::balance::{ListOrder, Policy};
 use crate::bootclient::{storm, ClientOptions, Summary};
 use crate::central::Central;
 use crate::config::{AlternateConfig, CentralConfig, TftpSettings};
@@ -136,7 +136,7 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
     let key = Key::new(&random_u64().to_le_bytes().repeat(4))?;
     let typical = 2 * o.file_size as u64;
     let mut centrals = Vec::new();
-    for (n, ordering) in [Ordering::Load, Ordering::Static].into_iter().enumerate() {
+    for (n, order) in [ListOrder::Load, ListOrder::Static].into_iter().enumerate() {
         let host = format!("127.0.0.{}", n + 1);
         centrals.push(start_central(CentralConfig {
             key: key.clone(),
@@ -145,7 +145,7 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
             tftp_root: None,
             report_listen: format!("{host}:0").parse().expect("literal address"),
             policy: Policy {
-                ordering,
+                order,
                 typical_boot_bytes: typical,
                 ..Policy::default()
             },
@@ -162,8 +162,9 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
                 .expect("literal address"),
             advertise: Vec::new(),
             root: root.clone(),
-            link_bytes_per_sec: capacity,
+            link_bytes_per_sec: Some(capacity),
             rate_limit: true,
+            state_file: None,
             centrals: centrals.iter().map(|(reports, _)| *reports).collect(),
             interval: o.interval,
         })?;

@@ -30,7 +30,8 @@ Fields of send (defaults in brackets): --boot-id N [random] --sequence N [Unix m
 sends increase] --interval-ms N [1000] --link BYTES/S [125000000] --max-transfers N [512]
 --active N [0] --remaining BYTES [0] --rate BYTES/S [0] --boots N [0] --cpu PERMILLE [0]
 --mem PERMILLE [0] --load CENTI [0] --digest HEX [zeros] --state serving|draining|leaving
-[serving]. --to and --address may repeat.
+[serving] --boot-count N [0] --evidence-s N [0] --pending BYTES [0] --boot-bytes BYTES [0].
+--to and --address may repeat.
 ";
 
 pub const STATUS_USAGE: &str = "\
@@ -126,6 +127,13 @@ fn send(mut args: Args) -> Result<(), CliError> {
         load_avg_centi: args.value(&["--load"])?.unwrap_or(0),
         digest,
         state,
+        boot_count: args.value(&["--boot-count"])?.unwrap_or(0),
+        capacity_evidence_s: args.value(&["--evidence-s"])?.unwrap_or(0),
+        pending_bytes: args.value(&["--pending"])?.unwrap_or(0),
+        boot_bytes: args.value(&["--boot-bytes"])?.unwrap_or(0),
+        datagrams_sent: 0,
+        datagrams_resent: 0,
+        process_cpu_permille: 0,
     };
     args.finish()?;
     if to.is_empty() {
@@ -184,20 +192,27 @@ fn watch(mut args: Args) -> Result<(), CliError> {
 
 fn describe_report(r: &LoadReport) -> String {
     format!(
-        "{} seq {} boot {:016x} {:?} active {}/{} remaining {:.1} MB rate {:.1} MB/s link {:.1} MB/s boots {} cpu {:.1}% mem {:.1}% load {:.2} digest {} addresses {}",
+        "{} seq {} boot {:016x} (start {}) {} active {}/{} remaining {:.1} MB pending {:.1} MB rate {:.1} MB/s capacity {:.1} MB/s ({} s measured) boots {} of {:.1} MB cpu {:.1}% (process {:.1}%) mem {:.1}% load {:.2} datagrams {} resent {} digest {} addresses {}",
         r.alternate,
         r.sequence,
         r.boot_id,
+        r.boot_count,
         r.state,
         r.active_transfers,
         r.max_transfers,
         r.bytes_remaining as f64 / 1e6,
+        r.pending_bytes as f64 / 1e6,
         r.bytes_per_sec as f64 / 1e6,
         r.link_bytes_per_sec as f64 / 1e6,
+        r.capacity_evidence_s,
         r.boots_started,
+        r.boot_bytes as f64 / 1e6,
         f64::from(r.cpu_permille) / 10.0,
+        f64::from(r.process_cpu_permille) / 10.0,
         f64::from(r.mem_permille) / 10.0,
         f64::from(r.load_avg_centi) / 100.0,
+        r.datagrams_sent,
+        r.datagrams_resent,
         &hex(&r.digest)[..12],
         r.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
     )
@@ -243,23 +258,26 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
     let answer = smol::block_on(client::status(central, &key, Duration::from_millis(500)))
         .map_err(CliError::Failed)?;
     let [bad_tag, replayed, unknown, malformed] = answer.dropped;
+    let bad_tag_from = answer.bad_tag_from.map(|a| a.to_string());
     if json {
         let rows: Vec<String> = answer.rows.iter().map(row_json).collect();
         say!(
-            "{{\"central\":\"{central}\",\"alternates\":[{}],\"dropped\":{{\"bad_tag\":{bad_tag},\"replayed\":{replayed},\"unknown\":{unknown},\"malformed\":{malformed}}}}}",
-            rows.join(",")
+            "{{\"central\":\"{central}\",\"alternates\":[{}],\"dropped\":{{\"bad_tag\":{bad_tag},\"replayed\":{replayed},\"unknown\":{unknown},\"malformed\":{malformed}}},\"bad_tag_from\":{},\"bad_tag_age_ms\":{}}}",
+            rows.join(","),
+            bad_tag_from.as_deref().map_or("null".into(), json_str),
+            answer.bad_tag_age_ms
         );
         return Ok(());
     }
     say!(
-        "{:<3} {:<12} {:>9} {:>7} {:>11} {:>11} {:>6} {:>6} {:>8} {:>7} {:>13}  addresses / why excluded",
+        "{:<3} {:<12} {:>9} {:>7} {:>11} {:>11} {:>17} {:>6} {:>8} {:>7} {:>13}  addresses / why excluded",
         "#",
         "alternate",
         "score",
         "active",
-        "remaining",
+        "pending",
         "rate",
-        "cpu",
+        "capacity",
         "mem",
         "promised",
         "age",
@@ -284,28 +302,33 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
             ),
         };
         say!(
-            "{rank:<3} {:<12} {score:>9} {:>7} {:>8.1} MB {:>6.1} MB/s {:>5.1}% {:>5.1}% {:>8} {:>5} ms {:>13}  {tail}",
+            "{rank:<3} {:<12} {score:>9} {:>7} {:>8.1} MB {:>6.1} MB/s {:>17} {:>5.1}% {:>8} {:>5} ms {:>13}  {tail}",
             r.alternate,
             format!("{}/{}", r.active_transfers, r.max_transfers),
-            r.bytes_remaining as f64 / 1e6,
+            r.pending_bytes.max(r.bytes_remaining) as f64 / 1e6,
             r.bytes_per_sec as f64 / 1e6,
-            f64::from(r.cpu_permille) / 10.0,
+            format!(
+                "{:.1} MB/s {}",
+                r.link_bytes_per_sec as f64 / 1e6,
+                match r.capacity_evidence_s {
+                    0 => "prior".to_string(),
+                    s => format!("{s} s"),
+                }
+            ),
             f64::from(r.mem_permille) / 10.0,
             row.promised,
             row.age_ms,
-            path_name(row.path),
+            row.path.to_string(),
         );
     }
     say!("dropped messages: bad tag {bad_tag}, replayed {replayed}, unknown alternate {unknown}, malformed {malformed}");
-    Ok(())
-}
-
-fn path_name(p: PathState) -> String {
-    match p {
-        PathState::Clear => "clear".into(),
-        PathState::Congested { penalty_percent } => format!("congested={penalty_percent}"),
-        PathState::Down => "down".into(),
+    if let Some(from) = bad_tag_from {
+        say!(
+            "last datagram failing authentication (wrong key?) from {from}, {:.1} s ago",
+            answer.bad_tag_age_ms as f64 / 1000.0
+        );
     }
+    Ok(())
 }
 
 /// A JSON string literal (ids and reasons are plain text, but escape what JSON requires).
@@ -331,7 +354,7 @@ fn row_json(row: &StatusRow) -> String {
         .map(|a| json_str(&a.to_string()))
         .collect();
     format!(
-        "{{\"id\":{},\"addresses\":[{}],\"score_us\":{},\"excluded\":{},\"state\":\"{:?}\",\"active\":{},\"max_transfers\":{},\"bytes_remaining\":{},\"bytes_per_sec\":{},\"link_bytes_per_sec\":{},\"cpu_permille\":{},\"mem_permille\":{},\"load_avg_centi\":{},\"boots_started\":{},\"promised\":{},\"age_ms\":{},\"path\":{},\"sequence\":{},\"digest\":\"{}\"}}",
+        "{{\"id\":{},\"addresses\":[{}],\"score_us\":{},\"excluded\":{},\"state\":\"{}\",\"active\":{},\"max_transfers\":{},\"bytes_remaining\":{},\"pending_bytes\":{},\"boot_bytes\":{},\"bytes_per_sec\":{},\"link_bytes_per_sec\":{},\"capacity_evidence_s\":{},\"boot_count\":{},\"datagrams_sent\":{},\"datagrams_resent\":{},\"process_cpu_permille\":{},\"cpu_permille\":{},\"mem_permille\":{},\"load_avg_centi\":{},\"boots_started\":{},\"promised\":{},\"age_ms\":{},\"path\":{},\"sequence\":{},\"digest\":\"{}\"}}",
         json_str(&r.alternate),
         addresses.join(","),
         row.score_us.map_or("null".into(), |s| s.to_string()),
@@ -340,15 +363,22 @@ fn row_json(row: &StatusRow) -> String {
         r.active_transfers,
         r.max_transfers,
         r.bytes_remaining,
+        r.pending_bytes,
+        r.boot_bytes,
         r.bytes_per_sec,
         r.link_bytes_per_sec,
+        r.capacity_evidence_s,
+        r.boot_count,
+        r.datagrams_sent,
+        r.datagrams_resent,
+        r.process_cpu_permille,
         r.cpu_permille,
         r.mem_permille,
         r.load_avg_centi,
         r.boots_started,
         row.promised,
         row.age_ms,
-        json_str(&path_name(row.path)),
+        json_str(&row.path.to_string()),
         r.sequence,
         hex(&r.digest)
     )

@@ -1,6 +1,10 @@
-//! Load reports: the wire format ([`wire`]), the alternate's monitor ([`monitor`]) and the
-//! report tool's sending and asking ([`client`]).
+//! Load reports: the wire format ([`wire`]), the alternate's monitor ([`monitor`]) with what it
+//! learns between reports ([`capacity`], [`ledger`]) and keeps across restarts ([`state`]), and
+//! the report tool's sending and asking ([`client`]).
 
+pub mod capacity;
 pub mod client;
+pub mod ledger;
 pub mod monitor;
+pub mod state;
 pub mod wire;

@@ -1,20 +1,25 @@
 //! The alternate's load monitor, sans-IO: counters and a system sample in, reports out.
 //!
 //! It reports every interval, and at once on a large change: the first transfer starts, the
-//! last one ends, or the serving state changes. The shell ([`crate::alternate`]) samples the
-//! TFTP progress counters and sysinfo and sends what [`Monitor::poll`] returns to every central.
+//! last one ends, or the serving state changes. Between reports it learns the link's capacity
+//! ([`CapacityEstimator`]) and keeps the boots in progress ([`BootLedger`]) from the same
+//! counters. The shell ([`crate::alternate`]) samples the TFTP server's counters, the config
+//! files served and the process's CPU time, polls every few milliseconds and sends what
+//! [`Monitor::poll`] returns to every central.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::capacity::{CapacityEstimator, Counters};
+use super::ledger::BootLedger;
 use super::wire::{sha256, AltState, LoadReport};
 use crate::tftp::progress::Totals;
 
 /// A sample of the machine's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SystemSample {
-    /// CPU use, per mille.
+    /// CPU use of the whole machine, per mille.
     pub cpu_permille: u16,
     /// Memory use, per mille.
     pub mem_permille: u16,
@@ -31,14 +36,38 @@ pub struct Identity {
     pub addresses: Vec<SocketAddr>,
     /// Random per start.
     pub boot_id: u64,
+    /// Starts so far, from the state file (0 without one).
+    pub boot_count: u64,
     /// Report interval.
     pub interval: Duration,
-    /// Link capacity, bytes/s.
-    pub link_bytes_per_sec: u64,
     /// Transfer limit.
     pub max_transfers: u32,
     /// Boot-file digest.
     pub digest: [u8; 32],
+}
+
+/// The alternate's counters at one moment, all cumulative since it started except
+/// `totals.active` and `totals.remaining`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// The TFTP server's transfer counters.
+    pub totals: Totals,
+    /// Config files served (each one a boot that started here).
+    pub boots_started: u64,
+    /// Bytes of the boot files those configs name, summed.
+    pub booked_bytes: u64,
+    /// Bytes of the boot files of the last config served.
+    pub boot_bytes: u64,
+    /// Times a transfer cut its window for a gap or a timeout.
+    pub loss_events: u64,
+    /// Nanoseconds during which the pacer held sends back.
+    pub paced_ns: u64,
+    /// DATA datagrams sent, first sends and resends.
+    pub datagrams_sent: u64,
+    /// Of those, resends.
+    pub datagrams_resent: u64,
+    /// CPU time the process has used.
+    pub cpu: Duration,
 }
 
 /// Decides when to report and fills in the reports.
@@ -53,14 +82,20 @@ pub struct Monitor {
     /// Time with at least one transfer active since then: the rate is what the alternate
     /// achieves while serving, not diluted by idle time.
     busy: Duration,
+    /// When and at what CPU time the previous full-interval report was made.
+    cpu_mark: Option<(Instant, Duration)>,
+    process_cpu_permille: u16,
     last_poll: Option<Instant>,
     was_active: bool,
     state_changed: bool,
+    capacity: CapacityEstimator,
+    ledger: BootLedger,
 }
 
 impl Monitor {
-    /// A monitor that reports at once, then every interval.
-    pub fn new(identity: Identity) -> Self {
+    /// A monitor that reports at once, then every interval, with the capacity `capacity`
+    /// learns.
+    pub fn new(identity: Identity, capacity: CapacityEstimator) -> Self {
         Monitor {
             identity,
             state: AltState::Serving,
@@ -68,9 +103,13 @@ impl Monitor {
             next_due: None,
             previous_sent: None,
             busy: Duration::ZERO,
+            cpu_mark: None,
+            process_cpu_permille: 0,
             last_poll: None,
             was_active: false,
             state_changed: false,
+            capacity,
+            ledger: BootLedger::default(),
         }
     }
 
@@ -87,15 +126,32 @@ impl Monitor {
         self.state
     }
 
-    /// A report to send now, if one is due. `system` is sampled only then: reading the
-    /// machine's load costs more than checking the counters.
+    /// The link capacity learned so far.
+    pub fn capacity(&self) -> &CapacityEstimator {
+        &self.capacity
+    }
+
+    /// Takes the counters at `now`; returns a report to send, if one is due. `system` is
+    /// sampled only then: reading the machine's load costs more than checking the counters.
     pub fn poll(
         &mut self,
         now: Instant,
-        totals: Totals,
-        boots_started: u64,
+        observed: &Observed,
         system: impl FnOnce() -> SystemSample,
     ) -> Option<LoadReport> {
+        let totals = observed.totals;
+        self.capacity.observe(
+            now,
+            Counters {
+                active: totals.active,
+                delivered: totals.sent,
+                loss_events: observed.loss_events,
+                paced_ns: observed.paced_ns,
+                cpu: observed.cpu,
+            },
+        );
+        self.ledger
+            .update(now, observed.booked_bytes, totals.sent, totals.active);
         if let (Some(last), true) = (self.last_poll, self.was_active) {
             self.busy += now.saturating_duration_since(last);
         }
@@ -121,6 +177,12 @@ impl Monitor {
         if due || self.previous_sent.is_none() {
             self.previous_sent = Some(totals.sent);
             self.busy = Duration::ZERO;
+            if let Some((at, cpu)) = self.cpu_mark {
+                let wall = now.saturating_duration_since(at).as_micros().max(1);
+                let used = observed.cpu.saturating_sub(cpu).as_micros();
+                self.process_cpu_permille = (used * 1000 / wall).min(u128::from(u16::MAX)) as u16;
+            }
+            self.cpu_mark = Some((now, observed.cpu));
         }
         self.sequence += 1;
         let system = system();
@@ -131,17 +193,24 @@ impl Monitor {
             boot_id: id.boot_id,
             sequence: self.sequence,
             interval_ms: id.interval.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
-            link_bytes_per_sec: id.link_bytes_per_sec,
+            link_bytes_per_sec: self.capacity.capacity(),
             max_transfers: id.max_transfers,
             active_transfers: totals.active as u32,
             bytes_remaining: totals.remaining,
             bytes_per_sec,
-            boots_started,
+            boots_started: observed.boots_started,
             cpu_permille: system.cpu_permille,
             mem_permille: system.mem_permille,
             load_avg_centi: system.load_avg_centi,
             digest: id.digest,
             state: self.state,
+            boot_count: id.boot_count,
+            capacity_evidence_s: self.capacity.evidence().as_secs().min(u64::from(u32::MAX)) as u32,
+            pending_bytes: self.ledger.pending().max(totals.remaining),
+            boot_bytes: observed.boot_bytes,
+            datagrams_sent: observed.datagrams_sent,
+            datagrams_resent: observed.datagrams_resent,
+            process_cpu_permille: self.process_cpu_permille,
         })
     }
 
@@ -187,23 +256,30 @@ mod tests {
     use crate::testutil::TempDir;
 
     fn monitor() -> Monitor {
-        Monitor::new(Identity {
-            alternate: "alt1".into(),
-            addresses: vec!["127.0.0.11:6901".parse().unwrap()],
-            boot_id: 7,
-            interval: Duration::from_secs(1),
-            link_bytes_per_sec: 1_000_000,
-            max_transfers: 10,
-            digest: [1; 32],
-        })
+        Monitor::new(
+            Identity {
+                alternate: "alt1".into(),
+                addresses: vec!["127.0.0.11:6901".parse().unwrap()],
+                boot_id: 7,
+                boot_count: 4,
+                interval: Duration::from_secs(1),
+                max_transfers: 10,
+                digest: [1; 32],
+            },
+            CapacityEstimator::new(1_000_000, None, None),
+        )
     }
 
-    fn totals(active: usize, sent: u64) -> Totals {
-        Totals {
-            active,
-            remaining: 1000 * active as u64,
-            sent,
-            completed: 0,
+    fn totals(active: usize, sent: u64, boots: u64) -> Observed {
+        Observed {
+            totals: Totals {
+                active,
+                remaining: 1000 * active as u64,
+                sent,
+                completed: 0,
+            },
+            boots_started: boots,
+            ..Observed::default()
         }
     }
 
@@ -212,14 +288,14 @@ mod tests {
         let mut m = monitor();
         let t0 = Instant::now();
         let s = SystemSample::default;
-        let first = m.poll(t0, totals(0, 0), 0, s).unwrap();
+        let first = m.poll(t0, &totals(0, 0, 0), s).unwrap();
         assert_eq!((first.sequence, first.active_transfers), (1, 0));
         assert!(m
-            .poll(t0 + Duration::from_millis(500), totals(0, 0), 0, s)
+            .poll(t0 + Duration::from_millis(500), &totals(0, 0, 0), s)
             .is_none());
         // First transfer starts: report at once.
         let started = m
-            .poll(t0 + Duration::from_millis(600), totals(1, 0), 1, s)
+            .poll(t0 + Duration::from_millis(600), &totals(1, 0, 1), s)
             .unwrap();
         assert_eq!(
             (
@@ -230,17 +306,17 @@ mod tests {
             (2, 1, 1)
         );
         assert!(m
-            .poll(t0 + Duration::from_millis(700), totals(2, 100), 1, s)
+            .poll(t0 + Duration::from_millis(700), &totals(2, 100, 1), s)
             .is_none());
         // Regular report one interval after the last one; the rate counts only the busy time
         // (600 ms to 1600 ms), not the idle start.
         let regular = m
-            .poll(t0 + Duration::from_millis(1600), totals(2, 500_000), 1, s)
+            .poll(t0 + Duration::from_millis(1600), &totals(2, 500_000, 1), s)
             .unwrap();
         assert_eq!(regular.bytes_per_sec, 500_000);
         // Last transfer ends: report at once.
         let idle = m
-            .poll(t0 + Duration::from_millis(1700), totals(0, 600_000), 1, s)
+            .poll(t0 + Duration::from_millis(1700), &totals(0, 600_000, 1), s)
             .unwrap();
         assert_eq!(idle.active_transfers, 0);
         assert_eq!(idle.sequence, 4);
@@ -251,16 +327,52 @@ mod tests {
         let mut m = monitor();
         let t0 = Instant::now();
         let s = SystemSample::default;
-        m.poll(t0, totals(0, 0), 0, s).unwrap();
+        m.poll(t0, &totals(0, 0, 0), s).unwrap();
         m.set_state(AltState::Leaving);
         let r = m
-            .poll(t0 + Duration::from_millis(1), totals(0, 0), 0, s)
+            .poll(t0 + Duration::from_millis(1), &totals(0, 0, 0), s)
             .unwrap();
         assert_eq!(r.state, AltState::Leaving);
         m.set_state(AltState::Leaving);
         assert!(m
-            .poll(t0 + Duration::from_millis(2), totals(0, 0), 0, s)
+            .poll(t0 + Duration::from_millis(2), &totals(0, 0, 0), s)
             .is_none());
+    }
+
+    #[test]
+    fn reports_carry_learned_capacity_pending_boots_and_process_cpu() {
+        let mut m = monitor();
+        let t0 = Instant::now();
+        let s = SystemSample::default;
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let first = m.poll(t0, &totals(0, 0, 0), s).unwrap();
+        assert_eq!(
+            (first.link_bytes_per_sec, first.capacity_evidence_s),
+            (1_000_000, 0),
+            "the prior"
+        );
+        assert_eq!(first.boot_count, 4);
+        // Two boots of 9 MB begin; a second of backlogged sending (a loss event) at 600 kB/s,
+        // with the process using a quarter of a core.
+        let busy = |sent, loss_events, cpu_ms| Observed {
+            booked_bytes: 18_000_000,
+            boot_bytes: 9_000_000,
+            loss_events,
+            cpu: Duration::from_millis(cpu_ms),
+            ..totals(2, sent, 2)
+        };
+        let started = m.poll(at(10), &busy(0, 0, 0), s).unwrap();
+        assert_eq!(started.pending_bytes, 18_000_000);
+        assert_eq!(started.boot_bytes, 9_000_000);
+        let regular = m.poll(at(1010), &busy(600_000, 1, 250), s).unwrap();
+        assert_eq!(
+            (regular.link_bytes_per_sec, regular.capacity_evidence_s),
+            (600_000, 1),
+            "learned from the backlogged second"
+        );
+        assert_eq!(regular.pending_bytes, 17_400_000);
+        assert_eq!(regular.process_cpu_permille, 247, "250 ms of 1010");
+        assert_eq!(m.capacity().pacing_rate(), Some(750_000));
     }
 
     #[test]

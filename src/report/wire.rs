@@ -3,7 +3,10 @@
 //! Every datagram is `[version = 1][kind][postcard body][HMAC-SHA256 tag, 32 bytes]`; the tag
 //! covers everything before it and is keyed with the site's pre-shared key. Bodies are postcard
 //! structs whose fields are only ever appended: postcard ignores bytes after the fields it
-//! knows, so an old central reads a newer alternate's report. Numbers are fixed-point integers.
+//! knows, so an old central reads a newer alternate's report; and a newer reader decodes an
+//! older body as if zero bytes followed it, so every appended field is of a type whose all-zero
+//! encoding means "not known" (a number 0, `None`, `false`, an empty list). Numbers are
+//! fixed-point integers.
 //!
 //! Kinds: 1 load report (alternate to central), 2 status request and 3 status answer (report tool
 //! and central), 4 network mark (operator or another service to central).
@@ -23,6 +26,9 @@ pub const TAG_LEN: usize = 32;
 pub const MAX_REPORT_LEN: usize = 512;
 /// Largest datagram of any kind (a status answer lists the whole table).
 pub const MAX_DATAGRAM_LEN: usize = 65_000;
+/// Zero bytes a reader appends to a body before decoding it: room for every field appended
+/// since the oldest writer (see the module documentation).
+const APPENDED_FIELDS_PAD: usize = 64;
 /// Longest alternate id.
 pub const MAX_ID_LEN: usize = 64;
 /// Most client-facing addresses in one report.
@@ -82,7 +88,9 @@ pub struct LoadReport {
     pub sequence: u64,
     /// Report interval, milliseconds (the central expires the entry after 3).
     pub interval_ms: u32,
-    /// Configured link capacity, bytes per second.
+    /// Capacity to score with, bytes per second: what the alternate's link delivered while its
+    /// transfers were backlogged, or before any such measurement a prior (the network
+    /// interface's speed, or the configured cap); see `capacity_evidence_s`.
     pub link_bytes_per_sec: u64,
     /// Configured transfer limit.
     pub max_transfers: u32,
@@ -105,6 +113,24 @@ pub struct LoadReport {
     pub digest: [u8; 32],
     /// Serving state.
     pub state: AltState,
+    // Appended fields (see the module documentation: zero means "not known").
+    /// How many times this alternate has started, kept in its state file (0: it keeps none).
+    /// A report of a boot id the central has not seen is taken as a restart only with a higher
+    /// count, so a replayed old report cannot displace a live alternate.
+    pub boot_count: u64,
+    /// Seconds of backlogged measurement behind `link_bytes_per_sec` (0: it is only a prior).
+    pub capacity_evidence_s: u32,
+    /// Bytes still to send for the boots in progress here, counting the files their clients
+    /// have not asked for yet (at least `bytes_remaining`).
+    pub pending_bytes: u64,
+    /// Bytes of one boot here: the boot files named by the configs served lately.
+    pub boot_bytes: u64,
+    /// DATA datagrams sent since this boot id began, first sends and resends.
+    pub datagrams_sent: u64,
+    /// Of those, resends.
+    pub datagrams_resent: u64,
+    /// The alternate process's own CPU use, per mille of one core.
+    pub process_cpu_permille: u16,
 }
 
 /// A network path mark set by an operator or another service.
@@ -119,6 +145,26 @@ pub enum PathState {
     },
     /// Unreachable: excluded from lists.
     Down,
+}
+
+impl fmt::Display for PathState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathState::Clear => f.write_str("clear"),
+            PathState::Congested { penalty_percent } => write!(f, "congested={penalty_percent}"),
+            PathState::Down => f.write_str("down"),
+        }
+    }
+}
+
+impl fmt::Display for AltState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AltState::Serving => "serving",
+            AltState::Draining => "draining",
+            AltState::Leaving => "leaving",
+        })
+    }
 }
 
 /// Kind 4: mark an alternate's network path.
@@ -169,6 +215,11 @@ pub struct StatusAnswer {
     pub rows: Vec<StatusRow>,
     /// Reports dropped since start, by reason: bad tag, replayed, unknown alternate, malformed.
     pub dropped: [u64; 4],
+    // Appended fields.
+    /// The last address that sent a datagram failing authentication (a wrong key), if any.
+    pub bad_tag_from: Option<SocketAddr>,
+    /// How long ago, milliseconds.
+    pub bad_tag_age_ms: u64,
 }
 
 /// Any message on the report port.
@@ -269,7 +320,10 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, DecodeError> {
     if signed[0] != VERSION {
         return Err(DecodeError::UnknownVersion(signed[0]));
     }
-    let body = &signed[2..];
+    let mut body = Vec::with_capacity(signed.len() + APPENDED_FIELDS_PAD);
+    body.extend_from_slice(&signed[2..]);
+    body.resize(body.len() + APPENDED_FIELDS_PAD, 0);
+    let body = &body[..];
     let malformed = |e: postcard::Error| DecodeError::Malformed(e.to_string());
     let message = match signed[1] {
         1 => {
@@ -351,6 +405,13 @@ pub(crate) mod tests {
             load_avg_centi: 75,
             digest: [0xAB; 32],
             state: AltState::Serving,
+            boot_count: 3,
+            capacity_evidence_s: 120,
+            pending_bytes: 40_000_000,
+            boot_bytes: 9_437_184,
+            datagrams_sent: 1000,
+            datagrams_resent: 10,
+            process_cpu_permille: 150,
         }
     }
 
@@ -388,6 +449,8 @@ pub(crate) mod tests {
                     path: PathState::Down,
                 }],
                 dropped: [1, 2, 3, 4],
+                bad_tag_from: Some("10.0.0.9:4000".parse().unwrap()),
+                bad_tag_age_ms: 1500,
             }),
         ];
         for m in msgs {
@@ -416,6 +479,71 @@ pub(crate) mod tests {
         assert_eq!(
             decode(&bytes, &key()).unwrap(),
             Message::Report(report("alt1", 5))
+        );
+    }
+
+    #[test]
+    fn newer_readers_accept_older_reports_without_the_appended_fields() {
+        // The report as version 0.1 wrote it: every field up to `state`, nothing after.
+        #[derive(Serialize)]
+        struct Older {
+            alternate: String,
+            addresses: Vec<SocketAddr>,
+            boot_id: u64,
+            sequence: u64,
+            interval_ms: u32,
+            link_bytes_per_sec: u64,
+            max_transfers: u32,
+            active_transfers: u32,
+            bytes_remaining: u64,
+            bytes_per_sec: u64,
+            boots_started: u64,
+            cpu_permille: u16,
+            mem_permille: u16,
+            load_avg_centi: u32,
+            digest: [u8; 32],
+            state: AltState,
+        }
+        let r = report("alt1", 5);
+        let older = Older {
+            alternate: r.alternate.clone(),
+            addresses: r.addresses.clone(),
+            boot_id: r.boot_id,
+            sequence: r.sequence,
+            interval_ms: r.interval_ms,
+            link_bytes_per_sec: r.link_bytes_per_sec,
+            max_transfers: r.max_transfers,
+            active_transfers: r.active_transfers,
+            bytes_remaining: r.bytes_remaining,
+            bytes_per_sec: r.bytes_per_sec,
+            boots_started: r.boots_started,
+            cpu_permille: r.cpu_permille,
+            mem_permille: r.mem_permille,
+            load_avg_centi: r.load_avg_centi,
+            digest: r.digest,
+            state: AltState::Draining,
+        };
+        let mut bytes = vec![VERSION, 1];
+        bytes.extend(postcard::to_allocvec(&older).unwrap());
+        let mut mac = key().mac();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        let Message::Report(decoded) = decode(&bytes, &key()).unwrap() else {
+            panic!("not a report")
+        };
+        assert_eq!(
+            decoded,
+            LoadReport {
+                state: AltState::Draining,
+                boot_count: 0,
+                capacity_evidence_s: 0,
+                pending_bytes: 0,
+                boot_bytes: 0,
+                datagrams_sent: 0,
+                datagrams_resent: 0,
+                process_cpu_permille: 0,
+                ..r
+            }
         );
     }
 

@@ -100,6 +100,8 @@ struct Sink<'a> {
 /// A transfer being served: the core, its bytes and its place in the progress table.
 struct Job {
     transfer: Transfer,
+    /// Told when the client has the whole file.
+    source: Arc<dyn FileSource>,
     limiter: Option<Limiter>,
     /// Bytes already taken from the rate limiter for datagrams not sent yet.
     prepaid: usize,
@@ -345,6 +347,7 @@ impl Server {
         let transfer = Transfer::new(from, negotiated, self.config.retransmit, content.len());
         Ok(Box::new(Job {
             transfer,
+            source: self.source.clone(),
             limiter: self.limiter.clone(),
             prepaid: 0,
             content,
@@ -435,6 +438,7 @@ async fn flush(sink: &Sink<'_>, job: &mut Job) -> bool {
     match outcome {
         Outcome::Complete => {
             job.guard.complete();
+            job.source.delivered(&job.path, peer);
             let size = job.transfer.size();
             log::info!(
                 "tftp: {peer}: sent {} ({size} bytes) in {} ms, {:.1} MB/s",

@@ -135,11 +135,19 @@ impl std::fmt::Display for OpenError {
 pub trait FileSource: Send + Sync {
     /// Opens `path` for `client`. Generated sources may answer differently per client.
     fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError>;
+
+    /// `client` acknowledged the last block of `path`: it has the whole file. (The central
+    /// counts a client against an alternate only once it has its list.)
+    fn delivered(&self, _path: &str, _client: SocketAddr) {}
 }
 
 impl<T: FileSource + ?Sized> FileSource for Arc<T> {
     fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
         (**self).open(path, client)
+    }
+
+    fn delivered(&self, path: &str, client: SocketAddr) {
+        (**self).delivered(path, client)
     }
 }
 
@@ -206,6 +214,11 @@ impl<A: FileSource, B: FileSource> FileSource for Overlay<A, B> {
             Err(OpenError::NotFound) => self.second.open(path, client),
             other => other,
         }
+    }
+
+    fn delivered(&self, path: &str, client: SocketAddr) {
+        self.first.delivered(path, client);
+        self.second.delivered(path, client);
     }
 }
 
