@@ -5,7 +5,7 @@
 # round-robin baseline and the best static split, one after the other on the same links, and
 # prints one table row per policy. See docs/benchmarks.md, "The storm lab".
 #
-#   sudo benches/storm/run.sh                    # every scenario but ci (about 25 min)
+#   sudo benches/storm/run.sh                    # every scenario but ci (15-20 min)
 #   sudo benches/storm/run.sh cold warm          # some of them
 #   sudo benches/storm/run.sh ci                 # the short one .ci/run uses: exit 1 on any failed boot
 #
@@ -16,15 +16,17 @@
 #   bh-storm-central   the central at 10.78.0.1 on the control bridge bh-sbr (reports, lists,
 #                      proxyDHCP)
 #   bh-storm-altN      alternate N: 10.78.0.1N on the control bridge; its data link bh-dN
-#                      (10.78.N.1) to the clients, shaped on its egress
+#                      (10.78.N.1) to the clients, shaped on its egress with
+#                      `tc qdisc replace dev bh-dN root tbf rate R burst 32kb limit 1mb`
 #   bh-storm-clients   `bootherd client`: 10.78.0.100 on the bridge, 10.78.N.2 on each data link
 # Nothing is routed or forwarded: every address is on a link of its own.
 #
 # Environment:
 #   BH_STORM_POLICIES   policies to run, of "load round-robin static" (all three)
-#   BH_STORM_QUEUE      frames: the shaper queues and drops single frames, as a switch port
-#                       does (default); gso: tbf as the issue wrote it, which queues and drops
-#                       a segmented window (up to 64 datagrams) as one packet
+#   BH_STORM_QUEUE      gso (default): that tbf as it is, which queues and drops a batch the
+#                       sender segments (UDP_SEGMENT, up to 64 datagrams) as one packet;
+#                       frames: tbf cuts such a batch into frames on the way in and queues
+#                       and drops single frames, as a switch port does (about 3x the CPU)
 #   BH_STORM_NO_BUILD   1: do not build (target/release/bootherd and the relay must exist)
 #   BH_STORM_KEEP       1: keep the work directory (logs, client JSON, results.tsv); it is
 #                       always kept after a failure
@@ -32,6 +34,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/netns_lab.sh
+. "$REPO/tests/netns_lab.sh"
+LAB_PREFIX=bh-storm-
+LAB_KEEP=${BH_STORM_KEEP:-0}
 BOOTHERD=$REPO/target/release/bootherd
 RELAY=$HERE/relay/target/release/bh-storm-relay
 LOCK=/run/lock/bh-storm.lock
@@ -45,10 +51,8 @@ BLKSIZE=1468
 FRAME_OVERHEAD=46
 ALL_SCENARIOS=(cold warm spread60 slowdown spread200 storm1000 lossy)
 POLICIES=(${BH_STORM_POLICIES:-load round-robin static})
-QUEUE=${BH_STORM_QUEUE:-frames}
+QUEUE=${BH_STORM_QUEUE:-gso}
 
-WORK=""
-PIDS=()         # every process started, stopped newest first on exit
 RELAY_PIDS=()   # the relays of the current lab
 FAILED_BOOTS=0  # over the whole run (the ci scenario fails on any)
 
@@ -90,17 +94,6 @@ scenario() {
 # ---------------------------------------------------------------------------------------------
 # Host, build, cleanup
 
-install_deps() {
-    local need=() pkg
-    for pkg in iproute2 ethtool jq util-linux procps; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
-    done
-    [ ${#need[@]} -eq 0 ] && return
-    say "installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-}
-
 build() {
     if [ "${BH_STORM_NO_BUILD:-0}" != 1 ]; then
         (cd "$REPO" && cargo build --release --locked --quiet) || die "cargo build --release failed"
@@ -108,53 +101,6 @@ build() {
     fi
     [ -x "$BOOTHERD" ] || die "$BOOTHERD is missing"
     [ -x "$RELAY" ] || die "$RELAY is missing"
-}
-
-remove_namespaces() {
-    local ns pids=()
-    for ns in $(ip netns list | awk '$1 ~ /^bh-storm-/ { print $1 }'); do
-        # Anything still running inside was started by a storm run.
-        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
-        [ ${#pids[@]} -eq 0 ] || kill -9 "${pids[@]}" 2>/dev/null || true
-        ip netns delete "$ns" 2>/dev/null || true
-    done
-}
-
-# stop_pid PID: SIGTERM, then SIGKILL after 2 s; reaps it and drops it from PIDS.
-stop_pid() {
-    local pid=$1 i
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    for i in "${!PIDS[@]}"; do [ "${PIDS[i]}" != "$pid" ] || unset 'PIDS[i]'; done
-    PIDS=("${PIDS[@]}")
-}
-
-cleanup() {
-    local rc=$? i
-    set +e
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-    remove_namespaces
-    if [ -n "$WORK" ]; then
-        if [ "$rc" -ne 0 ] || [ "${BH_STORM_KEEP:-0}" = 1 ]; then
-            say "work directory kept: $WORK"
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-
-# spawn NS LOG CMD...: runs CMD in namespace NS in the background; ip netns exec and env exec
-# it, so LAST_PID is the command's own PID.
-spawn() {
-    local ns=$1 log=$2
-    shift 2
-    ip netns exec "$ns" "$@" >>"$log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
 }
 
 # wait_for WHAT SECONDS PROBE...: until PROBE succeeds.
@@ -566,7 +512,7 @@ floors() {
     say "== floors (load ordering; same run as the baselines)"
     awk -F'\t' '
     { key = $1 "/" $2; mk[key] = $3; x[key] = $4; failed[key] = $8; fb[key] = $9
-      n[key] = $19; hwm[key] = $13; retx[key] = $12; split[key] = $7; seen[$1] = 1 }
+      n[key] = $19; hwm[key] = $13; retx[key] = $12; spl[key] = $7; seen[$1] = 1 }
     function verdict(ok) { return ok ? "PASS" : "MISS" }
     function line(ok, text) { printf "%s %s\n", verdict(ok), text }
     END {
@@ -585,7 +531,7 @@ floors() {
             sprintf("alt1 slowed mid-storm: %.2fx the true ideal (floor 1.1x)", x["slowdown/load"]))
         if (seen["cold"]) line(mk["cold/load"] <= mk["cold/round-robin"],
             sprintf("cold 60 at once: load %.2f s (split %s) vs round robin %.2f s (split %s) (floor: no slower)",
-                mk["cold/load"], split["cold/load"], mk["cold/round-robin"], split["cold/round-robin"]))
+                mk["cold/load"], spl["cold/load"], mk["cold/round-robin"], spl["cold/round-robin"]))
         worst = -1
         for (k in retx) if (k ~ /\/load$/ && k !~ /^ci\// && retx[k] > worst) { worst = retx[k]; at = k }
         if (worst >= 0) line(worst < 5,
@@ -605,7 +551,7 @@ main() {
     flock -n 9 || die "another storm run holds $LOCK"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
-    install_deps
+    install_packages iproute2 ethtool jq util-linux procps
     build
     remove_namespaces # a lab left by a killed run
     WORK=$(mktemp -d /tmp/bh-storm.XXXXXX)
