@@ -2,9 +2,11 @@
 //! process, for tests, the demo and load experiments.
 //!
 //! One boot: optionally the PXE steps (proxy offer, boot-server discovery) and the NBP they
-//! name; then fetch the alternate list from the central; for each alternate in order, fetch the
-//! per-client config (short timeout, so a dead alternate costs little), then every boot file it
-//! names, checking lengths and SHA-256 sums; on any failure move on to the next alternate.
+//! name; then fetch the alternate list from the central (or, for baselines that bypass the
+//! central, take a fixed list ordered by an [`Assign`] rule); for each alternate in order,
+//! fetch the per-client config (short timeout, so a dead alternate costs little), then every
+//! boot file it names, checking lengths and SHA-256 sums; on any failure move on to the next
+//! alternate.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use smol::LocalExecutor;
 
-use crate::formats::alt_list::{self, LIST_PATH};
+use crate::formats::alt_list::{self, AltEntry, LIST_PATH};
 use crate::formats::boot_config::{self, CONFIG_DIR};
 use crate::net::ask;
 use crate::pxe::client::PxeClient;
@@ -106,6 +108,22 @@ pub struct BootRecord {
     pub error: Option<String>,
 }
 
+impl BootRecord {
+    /// Why it failed, worded alike for every client that failed the same way: the error and,
+    /// when it had left alternates, which and why; the client's own UUID and MAC (in config
+    /// paths) read `UUID` and `MAC`.
+    pub fn failure_reason(&self) -> Option<String> {
+        let error = self.error.as_ref()?;
+        let reason = if self.fell_back.is_empty() {
+            error.clone()
+        } else {
+            format!("{error} ({})", self.fell_back.join("; "))
+        };
+        let who = Identity::numbered(self.index);
+        Some(reason.replace(&who.uuid, "UUID").replace(&who.mac, "MAC"))
+    }
+}
+
 /// Counts and hashes what is written, keeping nothing.
 #[derive(Default)]
 struct HashSink {
@@ -147,14 +165,12 @@ async fn get(
 /// Sends `request` to `to` and waits for an answer `read` accepts: three tries, 1 s each, as
 /// PXE firmware does.
 async fn exchange<T>(
+    socket: &smol::net::UdpSocket,
     to: SocketAddr,
     request: &[u8],
     read: impl Fn(&[u8]) -> Option<T>,
 ) -> Result<T, String> {
-    let socket = smol::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(|e| e.to_string())?;
-    ask(&socket, to, request, Duration::from_secs(1), 3, |d, _| {
+    ask(socket, to, request, Duration::from_secs(1), 3, |d, _| {
         read(d)
     })
     .await
@@ -162,8 +178,28 @@ async fn exchange<T>(
     .ok_or_else(|| format!("no answer from {to}"))
 }
 
+/// A socket for the DHCP steps, bound to the address this host sends from towards `to` (the
+/// proxy answers a client that has an address at that address and port, as PXE firmware that
+/// already has its lease is answered; a socket on 127.0.0.1 cannot reach a central elsewhere).
+async fn dhcp_socket(
+    to: SocketAddr,
+) -> std::io::Result<(smol::net::UdpSocket, std::net::Ipv4Addr)> {
+    let route = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+    route.connect(to)?;
+    let std::net::IpAddr::V4(address) = route.local_addr()?.ip() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "PXE needs an IPv4 proxyDHCP address",
+        ));
+    };
+    Ok((smol::net::UdpSocket::bind((address, 0)).await?, address))
+}
+
 /// The DHCP steps of PXE firmware: returns the NBP the central named.
 async fn pxe_steps(steps: &PxeSteps, who: &Identity, o: &ClientOptions) -> Result<String, String> {
+    let (socket, address) = dhcp_socket(steps.proxy)
+        .await
+        .map_err(|e| format!("proxyDHCP {}: {e}", steps.proxy))?;
     let b = who.number.to_be_bytes();
     let mut uuid = [0u8; 16];
     uuid[12..].copy_from_slice(&b);
@@ -175,48 +211,49 @@ async fn pxe_steps(steps: &PxeSteps, who: &Identity, o: &ClientOptions) -> Resul
             .arch
             .parse()
             .map_err(|_| format!("architecture {:?} is not a number", o.arch))?,
-        address: std::net::Ipv4Addr::LOCALHOST,
+        address,
     };
-    let offer = exchange(steps.proxy, &client.discover()?, |d| client.read_answer(d))
-        .await
-        .map_err(|e| format!("proxyDHCP: {e}"))?;
+    let offer = exchange(&socket, steps.proxy, &client.discover()?, |d| {
+        client.read_answer(d)
+    })
+    .await
+    .map_err(|e| format!("proxyDHCP: {e}"))?;
     // UEFI firmware goes on to boot-server discovery when the offer has no option 43.
     let answer = if offer.vendor_options {
         offer
     } else {
-        exchange(steps.discovery, &client.discovery_request()?, |d| {
-            client.read_answer(d)
-        })
+        exchange(
+            &socket,
+            steps.discovery,
+            &client.discovery_request()?,
+            |d| client.read_answer(d),
+        )
         .await
         .map_err(|e| format!("boot-server discovery: {e}"))?
     };
     answer.file.ok_or_else(|| "no boot file named".to_string())
 }
 
-/// Boots once through `central`: returns the alternate used, the bytes and the fallbacks.
+/// Boots once, with the alternates `source` gives: returns the alternate used, the bytes and
+/// the fallbacks.
 pub async fn boot(
-    central: SocketAddr,
+    source: &ListSource,
     who: &Identity,
     o: &ClientOptions,
 ) -> (Result<(String, u64), String>, Vec<String>) {
     let mut fell_back = Vec::new();
-    if let Some(steps) = &o.pxe {
+    if let (Some(steps), ListSource::Central(central)) = (&o.pxe, source) {
         let nbp = match pxe_steps(steps, who, o).await {
             Ok(nbp) => nbp,
             Err(e) => return (Err(e), fell_back),
         };
-        if let Err(e) = get(central, &nbp, o, o.transfer, &mut HashSink::default()).await {
+        if let Err(e) = get(*central, &nbp, o, o.transfer, &mut HashSink::default()).await {
             return (Err(format!("NBP: {e}")), fell_back);
         }
     }
-    let mut list = Vec::new();
-    if let Err(e) = get(central, LIST_PATH, o, o.transfer, &mut list).await {
-        return (Err(format!("central {central}: {e}")), fell_back);
-    }
-    let entries = match alt_list::parse(&String::from_utf8_lossy(&list)) {
-        Ok(entries) if !entries.is_empty() => entries,
-        Ok(_) => return (Err("the alternate list is empty".into()), fell_back),
-        Err(e) => return (Err(format!("alternate list: {e}")), fell_back),
+    let entries = match source.list(who, o).await {
+        Ok(entries) => entries,
+        Err(e) => return (Err(e), fell_back),
     };
     let config_path = format!("{CONFIG_DIR}/{}/{}/{}", who.uuid, who.mac, o.arch);
     for entry in &entries {
@@ -254,9 +291,135 @@ async fn boot_from(address: &str, config_path: &str, o: &ClientOptions) -> Resul
     Ok(bytes)
 }
 
+/// Where a client gets its ordered alternates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListSource {
+    /// The central's alternate list, fetched from its TFTP service.
+    Central(SocketAddr),
+    /// A fixed list, without a central: each client starts at the alternate `assign` gives it
+    /// and falls back through the others in list order (the baselines of the storm bench).
+    Assigned {
+        /// The alternates.
+        alternates: Vec<AltEntry>,
+        /// Which one each client starts at.
+        assign: Assign,
+    },
+}
+
+impl ListSource {
+    /// The alternates client `who` tries, in order.
+    async fn list(&self, who: &Identity, o: &ClientOptions) -> Result<Vec<AltEntry>, String> {
+        match self {
+            ListSource::Central(central) => {
+                let mut list = Vec::new();
+                get(*central, LIST_PATH, o, o.transfer, &mut list)
+                    .await
+                    .map_err(|e| format!("central {central}: {e}"))?;
+                match alt_list::parse(&String::from_utf8_lossy(&list)) {
+                    Ok(entries) if !entries.is_empty() => Ok(entries),
+                    Ok(_) => Err("the alternate list is empty".into()),
+                    Err(e) => Err(format!("alternate list: {e}")),
+                }
+            }
+            ListSource::Assigned { alternates, assign } => {
+                let first = assign.first(who.number, alternates.len());
+                let mut order = alternates.clone();
+                let chosen = order.remove(first);
+                order.insert(0, chosen);
+                Ok(order)
+            }
+        }
+    }
+}
+
+/// Which alternate a client starts at when the clients assign themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assign {
+    /// Client n starts at alternate n mod the number of alternates.
+    RoundRobin,
+    /// In proportion to the weights (one per alternate), interleaved so that every run of
+    /// consecutive clients is split as evenly as it can be (smooth weighted round robin): with
+    /// arrivals spread over time, the split holds at every moment, not only at the end.
+    Weights(Vec<u32>),
+}
+
+impl Assign {
+    /// Parses `round-robin` or `weights:W1,W2,...` for `alternates` alternates.
+    pub fn parse(text: &str, alternates: usize) -> Result<Assign, String> {
+        if text == "round-robin" {
+            return Ok(Assign::RoundRobin);
+        }
+        let Some(list) = text.strip_prefix("weights:") else {
+            return Err(format!(
+                "{text:?}: want round-robin or weights:W1,W2,... (one per alternate)"
+            ));
+        };
+        let weights = list
+            .split(',')
+            .map(|w| w.trim().parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{text:?}: {e}"))?;
+        if weights.len() != alternates {
+            return Err(format!(
+                "{text:?}: {} weights for {alternates} alternates",
+                weights.len()
+            ));
+        }
+        // The cycle is as long as the reduced weights add up to.
+        let divisor = weights.iter().fold(0, |a, &w| gcd(a, w));
+        let weights: Vec<u32> = weights.iter().map(|&w| w / divisor.max(1)).collect();
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        if !(1..=MAX_WEIGHT_CYCLE).contains(&total) {
+            return Err(format!(
+                "{text:?}: the weights, divided by their common factor, must add up to 1..={MAX_WEIGHT_CYCLE}"
+            ));
+        }
+        Ok(Assign::Weights(weights))
+    }
+
+    /// The alternate (an index below `alternates`) client `n` starts at.
+    pub fn first(&self, n: u32, alternates: usize) -> usize {
+        match self {
+            Assign::RoundRobin => n as usize % alternates.max(1),
+            Assign::Weights(weights) => smooth_weighted_pick(weights, n),
+        }
+    }
+}
+
+/// Longest weight cycle accepted (it is replayed for every client).
+const MAX_WEIGHT_CYCLE: u64 = 10_000;
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Smooth weighted round robin: at each step every alternate gains its weight and the one with
+/// the most credit (the first on a tie) is picked and pays the total. The picks repeat with a
+/// period of the total; alternate i is picked weights\[i\] times in each period. Returns the
+/// pick of step `n`.
+fn smooth_weighted_pick(weights: &[u32], n: u32) -> usize {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut credit = vec![0i64; weights.len()];
+    let mut pick = 0;
+    for _ in 0..=(i64::from(n) % total.max(1)) {
+        for (c, &w) in credit.iter_mut().zip(weights) {
+            *c += i64::from(w);
+        }
+        pick = (0..credit.len())
+            .max_by_key(|&i| (credit[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        credit[pick] -= total;
+    }
+    pick
+}
+
 /// Boots `count` clients, the n-th starting at `n × spread / count`, all in this thread.
 pub fn storm(
-    central: SocketAddr,
+    source: &ListSource,
     count: u32,
     spread: Duration,
     o: &ClientOptions,
@@ -269,7 +432,7 @@ pub fn storm(
             ex.spawn(async move {
                 smol::Timer::at(start + offset).await;
                 let began = Instant::now();
-                let (result, fell_back) = boot(central, &Identity::numbered(index), o).await;
+                let (result, fell_back) = boot(source, &Identity::numbered(index), o).await;
                 let (alternate, bytes, error) = match result {
                     Ok((alt, bytes)) => (Some(alt), bytes, None),
                     Err(e) => (None, 0, Some(e)),
@@ -312,6 +475,8 @@ pub struct Summary {
     pub max: Duration,
     /// Boot-file bytes received in all.
     pub bytes: u64,
+    /// Each distinct reason for a failed boot, with how many clients it stopped; most first.
+    pub failure_reasons: Vec<(String, u32)>,
 }
 
 impl Summary {
@@ -326,6 +491,12 @@ impl Summary {
             }
         }
         done.sort();
+        let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+        for reason in records.iter().filter_map(BootRecord::failure_reason) {
+            *reasons.entry(reason).or_insert(0) += 1;
+        }
+        let mut failure_reasons: Vec<(String, u32)> = reasons.into_iter().collect();
+        failure_reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let pick = |q: f64| {
             done.get(((done.len() as f64 * q).ceil() as usize).saturating_sub(1))
                 .copied()
@@ -339,6 +510,7 @@ impl Summary {
             p99: pick(0.99),
             max: done.last().copied().unwrap_or_default(),
             bytes: records.iter().map(|r| r.bytes).sum(),
+            failure_reasons,
         }
     }
 
@@ -393,6 +565,96 @@ mod tests {
         assert_eq!(s.p99, Duration::from_millis(990));
         assert_eq!(s.max, Duration::from_millis(1000));
         assert_eq!(s.bytes, 1000);
+        assert_eq!(s.failure_reasons, [("boom (x)".to_string(), 1)]);
+    }
+
+    #[test]
+    fn failures_are_grouped_by_reason_without_the_clients_identity() {
+        let failed = |index: u32, why: &str| {
+            let who = Identity::numbered(index);
+            BootRecord {
+                error: Some("no alternate could serve the boot".into()),
+                fell_back: vec![format!(
+                    "alt1 at 10.0.0.1:69: bootherd.cfg/{}/{}/7: {why}",
+                    who.uuid, who.mac
+                )],
+                ..record(index, None, 5)
+            }
+        };
+        let records = [
+            failed(1, "timed out"),
+            failed(2, "timed out"),
+            failed(3, "server error 0: server busy"),
+            record(4, Some("alt1"), 10),
+        ];
+        let s = Summary::of(&records);
+        assert_eq!(
+            s.failure_reasons,
+            [
+                (
+                    "no alternate could serve the boot (alt1 at 10.0.0.1:69: bootherd.cfg/UUID/MAC/7: timed out)".to_string(),
+                    2
+                ),
+                (
+                    "no alternate could serve the boot (alt1 at 10.0.0.1:69: bootherd.cfg/UUID/MAC/7: server error 0: server busy)".to_string(),
+                    1
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn round_robin_and_weights_assign_first_alternates() {
+        let rr = Assign::parse("round-robin", 3).unwrap();
+        let firsts: Vec<usize> = (0..7).map(|n| rr.first(n, 3)).collect();
+        assert_eq!(firsts, [0, 1, 2, 0, 1, 2, 0]);
+        // 200/100/50 Mbit/s: 4:2:1, and every run of clients from the first is split as
+        // closely as it can be.
+        let w = Assign::parse("weights:200,100,50", 3).unwrap();
+        assert_eq!(w, Assign::Weights(vec![4, 2, 1]));
+        let mut counts = [0u32; 3];
+        for n in 0..700 {
+            counts[w.first(n, 3)] += 1;
+            for (i, share) in [4.0, 2.0, 1.0].iter().enumerate() {
+                let fair = f64::from(n + 1) * share / 7.0;
+                assert!(
+                    (f64::from(counts[i]) - fair).abs() < 1.0,
+                    "client {n}: {counts:?}"
+                );
+            }
+        }
+        assert_eq!(counts, [400, 200, 100]);
+        for bad in [
+            "weights:1,2",
+            "weights:0,0,0",
+            "weights:1,x,2",
+            "random",
+            "weights:9999,9999,9998",
+        ] {
+            assert!(Assign::parse(bad, 3).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn assigned_clients_start_at_their_alternate_and_fall_back_in_list_order() {
+        let entry = |id: &str| AltEntry {
+            id: id.into(),
+            addresses: vec![format!("{id}.example:69")],
+        };
+        let source = ListSource::Assigned {
+            alternates: vec![entry("a"), entry("b"), entry("c")],
+            assign: Assign::RoundRobin,
+        };
+        let order = |n: u32| -> Vec<String> {
+            smol::block_on(source.list(&Identity::numbered(n), &ClientOptions::default()))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(order(0), ["a", "b", "c"]);
+        assert_eq!(order(1), ["b", "a", "c"]);
+        assert_eq!(order(5), ["c", "a", "b"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::alternate::{random_u64, Alternate};
 use crate::balance::{ListOrder, Policy};
-use crate::bootclient::{storm, ClientOptions, Summary};
+use crate::bootclient::{storm, ClientOptions, ListSource, Summary};
 use crate::central::Central;
 use crate::config::{AlternateConfig, CentralConfig, TftpSettings};
 use crate::report::wire::{hex, sha256, Key};
@@ -203,7 +203,7 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
     let mut results = Vec::new();
     for ((_, tftp), name) in centrals.iter().zip(["load-ordered", "static order"]) {
         let summary = Summary::of(&storm(
-            *tftp,
+            &ListSource::Central(*tftp),
             o.clients,
             o.spread,
             &ClientOptions::default(),

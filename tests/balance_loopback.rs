@@ -26,6 +26,7 @@ struct Central {
 
 struct Alternate {
     daemon: Daemon,
+    tftp: SocketAddr,
 }
 
 impl Site {
@@ -86,8 +87,8 @@ impl Site {
             ),
         );
         let daemon = Daemon::spawn(&["alternate", "--config", &config]);
-        daemon.addr_after("serving on ");
-        Alternate { daemon }
+        let tftp = daemon.addr_after("serving on ");
+        Alternate { daemon, tftp }
     }
 
     fn status(&self, central: &Central) -> StatusAnswer {
@@ -276,6 +277,60 @@ fn clients_boot_and_fall_back_past_a_dead_alternate() {
         .daemon
         .wait_for("list alt1", Duration::from_secs(1))
         .is_some());
+}
+
+#[test]
+fn clients_assign_themselves_without_a_central_and_name_their_failures() {
+    let site = Site::new();
+    let central = site.central("c", "");
+    let alt1 = site.alternate("alt1", 500_000_000, &[&central], 1000);
+    let alt2 = site.alternate("alt2", 500_000_000, &[&central], 1000);
+    let list = format!("alt1={},alt2={}", alt1.tftp, alt2.tftp);
+    let o = run(&[
+        "client",
+        "--alternates",
+        &list,
+        "--assign",
+        "weights:3,1",
+        "--clients",
+        "8",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(text.contains("\"share\":{\"alt1\":6,\"alt2\":2}"), "{text}");
+    assert!(text.contains("\"failed\":0,\"fell_back\":0"), "{text}");
+    assert_eq!(text.matches("\"index\":").count(), 8, "{text}");
+    // Nobody answers on alt2's port once it is gone: every client that starts there falls
+    // back to alt1; with alt1 gone too, every client fails for the same reason, counted once.
+    alt2.daemon.signal("KILL");
+    let o = run(&["client", "--alternates", &list, "--clients", "4", "--json"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(text.contains("\"share\":{\"alt1\":4}"), "{text}");
+    assert!(text.contains("\"fell_back\":2"), "{text}");
+    alt1.daemon.signal("KILL");
+    let all_alt1 = ["client", "--alternates", &list, "--assign", "weights:1,0"];
+    let o = run(&[&all_alt1[..], &["--clients", "3", "--json"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let (_, failures) = text.split_once("\"failures\":[{\"reason\":\"").unwrap();
+    let (reason, rest) = failures.split_once("\",\"count\":").unwrap();
+    assert!(rest.starts_with("3}]"), "one reason for all three: {text}");
+    // Without --json (and without -v) the reason is printed once, too.
+    let o = run(&[&all_alt1[..], &["--clients", "3"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.matches(reason).count(), 1, "{reason}: {text}");
+    for bad in [
+        &["client", "--alternates", &list, "--assign", "weights:1"][..],
+        &["client", "--central", "127.0.0.1", "--blksize", "0"],
+        &["client", "--central", "127.0.0.1", "--clients", "0"],
+        &["client", "--central", "127.0.0.1", "--alternates", &list],
+        &["demo", "--clients", "0"],
+    ] {
+        assert_eq!(run(bad).status.code(), Some(2), "{bad:?}");
+    }
 }
 
 #[test]

@@ -3,29 +3,40 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::args::Args;
+use super::args::{Args, UsageError};
+use super::fetch::resolve;
+use super::report::json_str;
 use super::{say, CliError};
-use crate::bootclient::{storm, ClientOptions, PxeSteps, Summary};
+use crate::bootclient::{storm, Assign, BootRecord, ClientOptions, ListSource, PxeSteps, Summary};
 use crate::demo::DemoOptions;
+use crate::formats::alt_list::AltEntry;
 
 pub const CLIENT_USAGE: &str = "\
-Usage: bootherd client --central ADDR:PORT [options]
+Usage: bootherd client --central HOST[:PORT] [options]
+       bootherd client --alternates ID=HOST[:PORT],... [--assign RULE] [options]
 
 Runs simulated boot clients in one process: each fetches the alternate list from the central's
 TFTP service, tries the alternates in order (falling back when one does not answer), fetches
-its config file and every boot file, and checks them. Prints per-alternate shares and
-completion times; exit 1 if any client failed.
+its config file and every boot file, and checks them. Prints per-alternate shares, completion
+times and the reason for each distinct failure; exit 1 if any client failed.
 
 Options:
-  --central ADDR:PORT    the central's TFTP address (required)
+  --central HOST[:PORT]  the central's TFTP service [port: 69]
+  --alternates LIST      no central: these alternates (ID=HOST[:PORT], comma-separated), each
+                         client starting at the one --assign gives it and falling back
+                         through the others in list order (baselines for load experiments)
+  --assign RULE          round-robin, or weights:W1,W2,... (one per alternate; clients split
+                         in proportion, interleaved) [default: round-robin]
   --clients N            how many clients [default: 1]
   --spread-ms T          spread their arrivals over T ms [default: 0, all at once]
-  --blksize N            block size to ask for [default: 1468]
-  --windowsize N         window size to ask for [default: 16]
+  --blksize N            block size to ask for, 8..65464 [default: 1468]
+  --windowsize N         window size to ask for, at least 1 [default: 16]
   --arch N               architecture (PXE option 93) [default: 7]
-  --pxe ADDR:PORT        start with the PXE steps against this proxyDHCP socket, then fetch
-                         the NBP the answer names (clients use 127.0.0.1: loopback tests)
-  --discovery ADDR:PORT  the boot-server discovery socket [default: the --pxe address, 4011]
+  --pxe HOST[:PORT]      start with the PXE steps against this proxyDHCP socket [port: 67],
+                         then fetch the NBP the answer names from the central; the clients
+                         send from the address their route to it takes
+  --discovery HOST[:PORT]  the boot-server discovery socket [default: the --pxe host, 4011]
+  --json                 print the summary and one record per client as JSON
   -v, --verbose          one line per client
   -h, --help             this help
   -V, --version          print the version
@@ -48,7 +59,9 @@ Options:
 
 pub fn client(mut args: Args) -> Result<(), CliError> {
     let defaults = ClientOptions::default();
-    let central: SocketAddr = args.required(&["--central"])?;
+    let central: Option<String> = args.value(&["--central"])?;
+    let alternates: Option<String> = args.value(&["--alternates"])?;
+    let assign: Option<String> = args.value(&["--assign"])?;
     let clients: u32 = args.value(&["--clients"])?.unwrap_or(1);
     let spread = Duration::from_millis(args.value(&["--spread-ms"])?.unwrap_or(0));
     let options = ClientOptions {
@@ -59,41 +72,175 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
         arch: args.value(&["--arch"])?.unwrap_or(defaults.arch.clone()),
         ..defaults
     };
-    let proxy: Option<SocketAddr> = args.value(&["--pxe"])?;
-    let discovery: Option<SocketAddr> = args.value(&["--discovery"])?;
-    let pxe = proxy.map(|proxy| PxeSteps {
-        proxy,
-        discovery: discovery.unwrap_or(SocketAddr::new(proxy.ip(), 4011)),
-    });
-    let options = ClientOptions { pxe, ..options };
+    let proxy: Option<String> = args.value(&["--pxe"])?;
+    let discovery: Option<String> = args.value(&["--discovery"])?;
     let verbose = args.flag(&["-v", "--verbose"]);
+    let json = args.flag(&["--json"]);
     args.finish()?;
-    let records = storm(central, clients, spread, &options);
-    if verbose {
-        for r in &records {
-            let outcome = match (&r.alternate, &r.error) {
-                (Some(alt), _) => format!("booted from {alt}, {} bytes", r.bytes),
-                (None, Some(e)) => format!("FAILED: {e}"),
-                (None, None) => "FAILED".into(),
+
+    let usage = |why: String| CliError::Usage(UsageError(why));
+    if !(8..=65464).contains(&options.blksize) {
+        return Err(usage("--blksize must be 8..65464".into()));
+    }
+    if options.windowsize == 0 {
+        return Err(usage("--windowsize must be at least 1".into()));
+    }
+    if clients == 0 {
+        return Err(usage("--clients must be at least 1".into()));
+    }
+    let resolve = |option: &str, text: &str, port: u16| {
+        resolve(text, port).map_err(|e| usage(format!("{option} {text:?}: {e}")))
+    };
+    let source = match (central, alternates) {
+        (Some(central), None) => {
+            if assign.is_some() {
+                return Err(usage("--assign goes with --alternates".into()));
+            }
+            ListSource::Central(resolve("--central", &central, 69)?)
+        }
+        (None, Some(list)) => {
+            if proxy.is_some() {
+                return Err(usage(
+                    "--pxe needs --central (the NBP comes from the central)".into(),
+                ));
+            }
+            let alternates = parse_alternates(&list).map_err(usage)?;
+            let assign =
+                Assign::parse(assign.as_deref().unwrap_or("round-robin"), alternates.len())
+                    .map_err(|e| usage(format!("--assign {e}")))?;
+            ListSource::Assigned { alternates, assign }
+        }
+        (Some(_), Some(_)) => return Err(usage("give --central or --alternates, not both".into())),
+        (None, None) => return Err(usage("--central or --alternates is required".into())),
+    };
+    let pxe = match proxy {
+        Some(proxy) => {
+            let proxy = resolve("--pxe", &proxy, 67)?;
+            let discovery = match discovery {
+                Some(d) => resolve("--discovery", &d, 4011)?,
+                None => SocketAddr::new(proxy.ip(), 4011),
             };
-            let fell_back = if r.fell_back.is_empty() {
-                String::new()
-            } else {
-                format!(" after falling back from: {}", r.fell_back.join("; "))
-            };
-            say!(
-                "client {:>4}: {outcome} in {:.3} s{fell_back}",
-                r.index,
-                r.duration.as_secs_f64()
-            );
+            Some(PxeSteps { proxy, discovery })
+        }
+        None if discovery.is_some() => return Err(usage("--discovery goes with --pxe".into())),
+        None => None,
+    };
+    let options = ClientOptions { pxe, ..options };
+    let records = storm(&source, clients, spread, &options);
+    let summary = Summary::of(&records);
+    if json {
+        say!(
+            "{{\"summary\":{},\n\"clients\":[",
+            summary_json(&summary, &records)
+        );
+        for (n, r) in records.iter().enumerate() {
+            let comma = if n + 1 < records.len() { "," } else { "" };
+            say!("{}{comma}", record_json(r));
+        }
+        say!("]}}");
+    } else {
+        if verbose {
+            for r in &records {
+                let outcome = match (&r.alternate, &r.error) {
+                    (Some(alt), _) => format!("booted from {alt}, {} bytes", r.bytes),
+                    (None, Some(e)) => format!("FAILED: {e}"),
+                    (None, None) => "FAILED".into(),
+                };
+                let fell_back = if r.fell_back.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after falling back from: {}", r.fell_back.join("; "))
+                };
+                say!(
+                    "client {:>4}: {outcome} in {:.3} s{fell_back}",
+                    r.index,
+                    r.duration.as_secs_f64()
+                );
+            }
+        }
+        say!("{} clients: {}", records.len(), summary.line());
+        if !verbose {
+            for (reason, count) in summary.failure_reasons.iter().take(MAX_REASONS) {
+                say!("  {count} failed: {reason}");
+            }
+            if let Some(more) = summary.failure_reasons.len().checked_sub(MAX_REASONS) {
+                if more > 0 {
+                    say!("  ... and {more} other reasons (-v shows every client)");
+                }
+            }
         }
     }
-    let summary = Summary::of(&records);
-    say!("{} clients: {}", records.len(), summary.line());
     match summary.failures {
         0 => Ok(()),
         n => Err(CliError::Failed(format!("{n} clients failed to boot"))),
     }
+}
+
+/// Distinct failure reasons printed without `-v`.
+const MAX_REASONS: usize = 10;
+
+/// `ID=HOST[:PORT],...` (port 69 by default) into list entries.
+fn parse_alternates(list: &str) -> Result<Vec<AltEntry>, String> {
+    let mut entries: Vec<AltEntry> = Vec::new();
+    for item in list.split(',') {
+        let (id, host) = item
+            .split_once('=')
+            .filter(|(id, host)| !id.is_empty() && !host.is_empty())
+            .ok_or_else(|| format!("--alternates: {item:?} is not ID=HOST[:PORT]"))?;
+        if entries.iter().any(|e| e.id == id) {
+            return Err(format!("--alternates: {id} is listed twice"));
+        }
+        let address = resolve(host, 69).map_err(|e| format!("--alternates {item:?}: {e}"))?;
+        entries.push(AltEntry {
+            id: id.to_string(),
+            addresses: vec![address.to_string()],
+        });
+    }
+    Ok(entries)
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+fn summary_json(s: &Summary, records: &[BootRecord]) -> String {
+    let share: Vec<String> = s
+        .share
+        .iter()
+        .map(|(alt, n)| format!("{}:{n}", json_str(alt)))
+        .collect();
+    let reasons: Vec<String> = s
+        .failure_reasons
+        .iter()
+        .map(|(reason, n)| format!("{{\"reason\":{},\"count\":{n}}}", json_str(reason)))
+        .collect();
+    format!(
+        "{{\"clients\":{},\"booted\":{},\"failed\":{},\"fell_back\":{},\"makespan_s\":{},\"p50_s\":{},\"p99_s\":{},\"bytes\":{},\"share\":{{{}}},\"failures\":[{}]}}",
+        records.len(),
+        records.len() as u32 - s.failures,
+        s.failures,
+        s.fell_back,
+        seconds(s.max),
+        seconds(s.p50),
+        seconds(s.p99),
+        s.bytes,
+        share.join(","),
+        reasons.join(",")
+    )
+}
+
+fn record_json(r: &BootRecord) -> String {
+    let fell_back: Vec<String> = r.fell_back.iter().map(|f| json_str(f)).collect();
+    format!(
+        "{{\"index\":{},\"start_s\":{},\"duration_s\":{},\"alternate\":{},\"fell_back\":[{}],\"bytes\":{},\"error\":{}}}",
+        r.index,
+        seconds(r.started),
+        seconds(r.duration),
+        r.alternate.as_deref().map_or("null".into(), json_str),
+        fell_back.join(","),
+        r.bytes,
+        r.error.as_deref().map_or("null".into(), json_str)
+    )
 }
 
 pub fn demo(mut args: Args) -> Result<(), CliError> {
@@ -106,6 +253,9 @@ pub fn demo(mut args: Args) -> Result<(), CliError> {
         ..defaults
     };
     args.finish()?;
+    if options.clients == 0 {
+        return Err(UsageError("--clients must be at least 1".into()).into());
+    }
     // Hundreds of transfers: only problems on stderr, unless asked otherwise.
     if std::env::var_os("BOOTHERD_LOG").is_none() {
         crate::log::set_level(crate::log::Level::Warn);

@@ -158,6 +158,13 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), UsageError> {
     if path.is_empty() {
         return Err(bad("no path"));
     }
+    let server = resolve(authority, 69).map_err(|e| bad(&e))?;
+    Ok((server, path.to_string()))
+}
+
+/// Resolves `HOST[:PORT]` (a name, an IPv4 address or a bracketed IPv6 address) to its first
+/// address, with `default_port` when no port is given.
+pub(super) fn resolve(authority: &str, default_port: u16) -> Result<SocketAddr, String> {
     let has_port = match authority.rfind(']') {
         Some(close) => authority[close..].contains(':'),
         None => authority.contains(':'),
@@ -165,14 +172,13 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), UsageError> {
     let authority = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:69")
+        format!("{authority}:{default_port}")
     };
-    let server = authority
+    authority
         .to_socket_addrs()
-        .map_err(|e| bad(&format!("cannot resolve host: {e}")))?
+        .map_err(|e| format!("cannot resolve host: {e}"))?
         .next()
-        .ok_or_else(|| bad("host has no address"))?;
-    Ok((server, path.to_string()))
+        .ok_or_else(|| "host has no address".to_string())
 }
 
 #[cfg(test)]

@@ -332,7 +332,7 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
 }
 
 /// A JSON string literal (ids and reasons are plain text, but escape what JSON requires).
-fn json_str(s: &str) -> String {
+pub(super) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -23,6 +23,10 @@
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BOOTHERD=$REPO/target/release/bootherd
+# shellcheck source=tests/netns_lab.sh
+. "$REPO/tests/netns_lab.sh"
+LAB_PREFIX=bh-e2e-
+LAB_KEEP=${BH_E2E_KEEP:-0}
 
 NS_LAB=bh-e2e-lab
 NS_DHCP=bh-e2e-dhcp
@@ -41,9 +45,7 @@ IPXE_ROM=${BH_E2E_IPXE_ROM:-/usr/lib/ipxe/qemu/efi-e1000.rom}
 LAB_PACKAGES=(qemu-system-x86 ipxe-qemu dnsmasq-base iproute2 tcpdump) # the script may add
 LAB_FILES=("$IPXE_ROM" /dev/net/tun)                                     # to both
 
-WORK=""      # logs, configs, serial output and the capture of this run
-SERIAL=""    # the serial output of the VM running now
-PIDS=()      # everything spawned, killed newest first on exit
+SERIAL=""    # the serial output of the VM running now (WORK: logs, configs, the capture)
 LAB_LOGS=()  # the bootherd and dnsmasq logs, by name ($WORK/NAME.log): sources for expect
 declare -A ALT_IP ALT_PID
 FAILURES=0
@@ -68,24 +70,6 @@ seconds_since() {
 
 # ---------------------------------------------------------------------------------------------
 # Host preparation
-
-# Installs what is missing of LAB_PACKAGES.
-install_deps() {
-    local need=() pkg
-    for pkg in "${LAB_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
-    done
-    [ ${#need[@]} -eq 0 ] && return
-    # Packaged servers must not start a system service on the host: dnsmasq-base is the
-    # binary without the service, and the policy covers anything pulled in with it.
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-    fi
-    say "installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-}
 
 # Checks that every file of LAB_FILES exists (firmware, ROMs).
 check_host() {
@@ -114,7 +98,8 @@ lab_main() {
     flock -n 9 || die "another lab run holds $LAB_LOCK"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
-    install_deps
+    # dnsmasq-base is dnsmasq without its service.
+    install_packages "${LAB_PACKAGES[@]}"
     check_host
     build
     WORK=$(mktemp -d "/tmp/bh-e2e-$1.XXXXXX")
@@ -124,26 +109,6 @@ lab_main() {
 
 # ---------------------------------------------------------------------------------------------
 # The lab
-
-# Runs CMD in namespace NS in the background with its output appended to LOG; killed on exit.
-# The PID is in LAST_PID (ip netns exec and env exec, so for a server it is the server's).
-spawn() {
-    local ns=$1 log=$2
-    shift 2
-    ip netns exec "$ns" "$@" >>"$log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-# stop_pid PID [SIGNAL]: stops a spawned process (SIGTERM by default), reaps it and drops it
-# from PIDS, so that cleanup never signals a number the system may have given to another.
-stop_pid() {
-    local pid=$1 i
-    kill "-${2:-TERM}" "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for i in "${!PIDS[@]}"; do [ "${PIDS[i]}" != "$pid" ] || unset 'PIDS[i]'; done
-    PIDS=("${PIDS[@]}")
-}
 
 # wait_for WHAT LIMIT FILE REGEX: waits up to LIMIT seconds for REGEX to appear in FILE;
 # wait_for WHAT LIMIT - PROBE...: for the command PROBE to succeed.
@@ -160,38 +125,6 @@ wait_for() {
         sleep 0.2
     done
     die "$what not ready after ${limit} s (see $WORK)"
-}
-
-remove_namespaces() {
-    local ns pids=()
-    for ns in $(ip netns list | awk '$1 ~ /^bh-e2e-/ { print $1 }'); do
-        # Anything still running inside was started by a lab run (QEMU under timeout, ...).
-        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
-        [ ${#pids[@]} -eq 0 ] || kill -9 "${pids[@]}" 2>/dev/null || true
-        ip netns delete "$ns"
-    done
-}
-
-cleanup() {
-    local rc=$? i pid
-    set +e
-    # Newest first, so the capture (started first) sees everything else end.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        pid=${PIDS[i]}
-        kill "$pid" 2>/dev/null || continue
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    remove_namespaces # also removes the bridge, taps and veths inside them
-    if [ -n "$WORK" ]; then
-        if [ "$rc" -ne 0 ] || [ "${BH_E2E_KEEP:-0}" = 1 ]; then
-            say "logs kept in $WORK"
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
 }
 
 make_bridge() {
