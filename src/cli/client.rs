@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::args::Args;
+use super::args::{Args, UsageError};
 use super::{say, CliError};
 use crate::bootclient::{storm, ClientOptions, PxeSteps, Summary};
 use crate::demo::DemoOptions;
@@ -26,6 +26,9 @@ Options:
   --pxe ADDR:PORT        start with the PXE steps against this proxyDHCP socket, then fetch
                          the NBP the answer names (clients use 127.0.0.1: loopback tests)
   --discovery ADDR:PORT  the boot-server discovery socket [default: the --pxe address, 4011]
+  --backup-central ADDR:PORT
+                         a central to ask for the list when the first gives none, or none of
+                         its alternates can serve (repeatable; after those the PXE answer names)
   -v, --verbose          one line per client
   -h, --help             this help
   -V, --version          print the version
@@ -65,7 +68,19 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
         proxy,
         discovery: discovery.unwrap_or(SocketAddr::new(proxy.ip(), 4011)),
     });
-    let options = ClientOptions { pxe, ..options };
+    let backup_centrals = args
+        .values(&["--backup-central"])?
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| UsageError(format!("--backup-central {a:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let options = ClientOptions {
+        pxe,
+        backup_centrals,
+        ..options
+    };
     let verbose = args.flag(&["-v", "--verbose"]);
     args.finish()?;
     let records = storm(central, clients, spread, &options);

@@ -95,6 +95,10 @@ pub struct PxeConfig {
     pub boot_files: BootFiles,
     /// Offer a PXE menu with this one item (full discovery) instead of a plain offer.
     pub menu: Option<String>,
+    /// Other centrals, announced after this one in the boot server list (option 43
+    /// sub-option 8) of every answer with option 43: clients fetch their list from them when
+    /// this central dies after answering.
+    pub backup_centrals: Vec<Ipv4Addr>,
 }
 
 /// What the request told us about the client.
@@ -219,7 +223,14 @@ pub fn respond(
         Some(DhcpOption::VendorExtensions(v)) => find_boot_item(v),
         _ => None,
     };
-    let server = server_ip.octets();
+    // This central, then its backups: where discovery goes, and where a client whose central
+    // died after this answer asks for its list instead.
+    let mut servers = vec![server_ip];
+    servers.extend(config.backup_centrals.iter().filter(|&&b| b != server_ip));
+    let with_backups = |vendor: VendorOptions| match servers.len() {
+        1 => vendor,
+        _ => vendor.boot_servers(BOOT_SERVER_TYPE, &servers),
+    };
     let (vendor, file) = match service {
         Service::Proxy => match &config.menu {
             // iPXE's EFI build cannot use a menu: it always gets the file.
@@ -228,7 +239,7 @@ pub fn respond(
                     VendorOptions::default()
                         .discovery_control(UNICAST_ONLY)
                         .prompt(0, PROMPT)
-                        .boot_server(BOOT_SERVER_TYPE, server)
+                        .boot_servers(BOOT_SERVER_TYPE, &servers)
                         .menu_item(BOOT_SERVER_TYPE, menu)
                         .finish(),
                 ),
@@ -238,10 +249,12 @@ pub fn respond(
             _ if efi && !ipxe => (None, Some(file)),
             _ => (
                 Some(
-                    VendorOptions::default()
-                        .discovery_control(USE_BOOT_FILE)
-                        .prompt(0, PROMPT)
-                        .finish(),
+                    with_backups(
+                        VendorOptions::default()
+                            .discovery_control(USE_BOOT_FILE)
+                            .prompt(0, PROMPT),
+                    )
+                    .finish(),
                 ),
                 Some(file),
             ),
@@ -251,7 +264,7 @@ pub fn respond(
                 Some(item) => VendorOptions::default().boot_item(item),
                 None => VendorOptions::default().discovery_control(USE_BOOT_FILE),
             };
-            (Some(vendor.finish()), Some(file))
+            (Some(with_backups(vendor).finish()), Some(file))
         }
     };
     let payload = match build_reply(
