@@ -378,3 +378,41 @@ fn backup_centrals_in_the_config_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_central_ipxe_list_asks_its_backups_after_the_alternates() {
+    let dir = TempDir::new("ipxe-list");
+    std::fs::write(dir.path().join("k"), "00112233445566778899aabbccddeeff").unwrap();
+    let port = closed_port().port();
+    let text = format!(
+        "key_file = \"k\"\n[central]\ntftp_listen = \"127.0.0.1:{port}\"\nreport_listen = \"127.0.0.1:0\"\n\
+         [pxe]\ninterfaces = [\"- 127.0.0.1\"]\nproxy_port = 0\ndiscovery_port = 0\nbackup_centrals = [\"127.0.0.2\"]\n"
+    );
+    let config = bootherd::config::Config::parse(&text, dir.path())
+        .and_then(|c| c.central())
+        .unwrap();
+    let central = bootherd::central::Central::bind(config).unwrap();
+    let tftp = central.tftp_addr().unwrap();
+    std::thread::spawn(move || smol::block_on(central.run()));
+    let spec = bootherd::tftp::download::RequestSpec {
+        path: "bootherd/alternates.ipxe".into(),
+        blksize: None,
+        windowsize: None,
+        tsize: false,
+    };
+    let mut script = Vec::new();
+    smol::block_on(bootherd::tftp::client::fetch(
+        tftp,
+        spec,
+        bootherd::tftp::download::ClientRetransmit::default(),
+        &mut script,
+    ))
+    .unwrap();
+    let script = String::from_utf8(script).unwrap();
+    assert!(
+        script.contains(&format!(
+            "chain --autofree --timeout 1000 tftp://127.0.0.2:{port}/bootherd/alternates.ipxe || "
+        )),
+        "{script}"
+    );
+}
