@@ -30,6 +30,10 @@ pub fn packet_option(packet: &[u8], code: u8) -> Option<&[u8]> {
     find_option(packet.get(240..)?, code)
 }
 
+/// The PXE boot server type bootherd announces its centrals as (0x8000 and up are vendor
+/// types).
+pub const BOOT_SERVER_TYPE: u16 = 0x8000;
+
 /// The boot servers of type `server_type` in a PXE option 43 payload (sub-option 8: type,
 /// count, IPv4 addresses; several types may follow each other), in order. Malformed entries
 /// end the list.

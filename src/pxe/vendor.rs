@@ -9,8 +9,7 @@ pub const USE_BOOT_FILE: u8 = 0x08;
 /// Discovery control: bits 0 and 1: no broadcast or multicast discovery; unicast to the boot
 /// servers of sub-option 8 instead.
 pub const UNICAST_ONLY: u8 = 0x03;
-/// The boot server type bootherd announces (0x8000 and up are vendor types).
-pub const BOOT_SERVER_TYPE: u16 = 0x8000;
+pub use crate::formats::dhcp::BOOT_SERVER_TYPE;
 /// Most addresses in one boot server entry: a sub-option holds 255 bytes (3 + 4 per address).
 pub const MAX_BOOT_SERVERS: usize = 63;
 

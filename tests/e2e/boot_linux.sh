@@ -5,13 +5,15 @@
 #   bh-e2e-dhcp     dnsmasq: plain DHCP (addresses only) + RA-only IPv6 router
 #   bh-e2e-central  bootherd central at 10.77.0.1: proxyDHCP, UDP 4011, TFTP with nothing but
 #                   the generated alternate list; iPXE clients get bootherd/alternates.ipxe
+#   bh-e2e-central2 a backup central at 10.77.0.2 (TFTP, reports), which the central names in
+#                   its PXE answers ([pxe] backup_centrals)
 #   bh-e2e-alt1..3  three alternates at 10.77.0.11-13, each on port 69 of its own address,
 #                   capped at 16, 10 and 6 MB/s (rate_limit), reporting every 500 ms, each with
 #                   the same boot set: Debian's current amd64 kernel (cached under
 #                   /var/cache/bootherd-e2e), a busybox-static initramfs whose /init prints
 #                   `BOOTHERD-MARKER booted-from=<bootherd.alt=>` and powers off, and
-#                   configs/default: kernel vmlinuz, initrd initrd.img,
-#                   cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
+#                   configs/default: kernel vmlinuz, initrd initrd.img (each with its
+#                   sha256=), cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
 # One alternate (alt1, the largest) is kept busy: three loops of `bootherd fetch` of a 256 MiB
 # file from the central's namespace, so the central orders it last.
 # Cases (QEMU TCG, SeaBIOS + iPXE ROM on e1000, -machine pc,graphics=off):
@@ -27,6 +29,12 @@
 #                 starts the kernel (initrd through LoadFile2): the marker names that first
 #   ovmf-fallback the same with the list's first alternate killed as the list goes out: the
 #                 NBP moves on to the second
+#   ovmf-corrupt  the same, but the two alternates ahead of the busy one serve a vmlinuz with
+#                 one byte changed: the NBP finds the SHA-256 mismatch on each and boots from
+#                 the last of the list, the busy alt1, whose kernel is intact
+#   ovmf-central-dies  the central is killed (SIGKILL) the moment it has sent the NBP: the NBP
+#                 gets its list from the backup central the PXE answer named (central2) and
+#                 boots; the central is restarted after the run
 #   aavmf-nbp     AAVMF (qemu-system-aarch64 virt, TCG) with the aarch64 Rust NBP: Debian's arm64
 #                 kernel and busybox (from the arm64 archive: dpkg --add-architecture arm64)
 #                 served as arm64/ on the alternates, with configs/arch-11
@@ -45,7 +53,7 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback aavmf-nbp)
+ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS.fd
@@ -147,8 +155,11 @@ arm64_busybox() {
     echo "$CACHE/busybox-arm64"
 }
 
-# $WORK/bootset: vmlinuz, initrd.img, configs/default, and the ballast the busy loops fetch
-# (sparse); every alternate's root is a hard-linked copy.
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# $WORK/bootset: vmlinuz, initrd.img, configs/default (with every file's SHA-256: the NBP
+# checks them), and the ballast the busy loops fetch (sparse); every alternate's root is a
+# hard-linked copy.
 make_boot_set() {
     local set=$WORK/bootset kernel
     kernel=$(kernel_image amd64)
@@ -156,17 +167,17 @@ make_boot_set() {
     cp "$kernel" "$set/vmlinuz"
     build_initrd "$set/initrd.img"
     truncate -s "${BALLAST_MIB}M" "$set/ballast.bin"
-    cat >"$set/configs/default" <<'EOF'
-kernel vmlinuz
-initrd initrd.img
-cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
-EOF
+    # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
+    printf '%s\n' "kernel vmlinuz sha256=$(sha256 "$set/vmlinuz")" \
+        "initrd initrd.img sha256=$(sha256 "$set/initrd.img")" \
+        'cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/default"
     if [ "$ARM64" = 1 ]; then # arm64/: Debian's arm64 kernel and busybox, for AAVMF clients
         mkdir -p "$set/arm64"
         cp "$(kernel_image arm64)" "$set/arm64/vmlinuz"
         build_initrd "$set/arm64/initrd.img" "$(arm64_busybox)"
         # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
-        printf '%s\n' "kernel arm64/vmlinuz" "initrd arm64/initrd.img" \
+        printf '%s\n' "kernel arm64/vmlinuz sha256=$(sha256 "$set/arm64/vmlinuz")" \
+            "initrd arm64/initrd.img sha256=$(sha256 "$set/arm64/initrd.img")" \
             'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/arch-11"
     fi
     BOOT_BYTES=$(($(stat -c %s "$set/vmlinuz") + $(stat -c %s "$set/initrd.img")))
@@ -226,7 +237,9 @@ lab_up() {
     start_capture not \( host "$CENTRAL_IP" and host "${ALT_ADDRESS[$BUSY]}" and udp and not port 7411 \)
     start_dhcp
     CENTRAL_EXTRA="typical_boot_bytes = $BOOT_BYTES"
+    PXE_EXTRA="backup_centrals = [\"$CENTRAL2_IP\"]"
     start_central # iPXE clients get the generated list; UEFI ones the Rust NBP:
+    start_backup_central
     if [ "${BH_E2E_NO_BUILD:-0}" != 1 ] || [ ! -e "$NBP" ]; then
         rustup target add x86_64-unknown-uefi >/dev/null
         (cd "$REPO" && cargo build --quiet --release --manifest-path nbp/Cargo.toml \
@@ -241,7 +254,8 @@ lab_up() {
     fi
     start_alternates
     start_busy
-    say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP, alt1-3 ${ALT_ADDRESS[alt1]}-13" \
+    say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP (backup $CENTRAL2_IP)," \
+        "alt1-3 ${ALT_ADDRESS[alt1]}-13" \
         "(capacities 16/10/6 MB/s), $BUSY busy; central order: $(central_order "$(central_status)")"
 }
 
@@ -430,10 +444,16 @@ expect_nbp_boot() {
         "pxe: Discovery $CLIENT_MAC \(arch $arch, uuid.*boot file $nbp\.efi"
     expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent $nbp\.efi "
     expect "serial: the NBP read the list" serial "bootherd: alternate list \("
-    if [ "$1" = fallback ]; then
+    case $1 in
+    fallback)
         expect "serial: the NBP moved past the dead first alternate" serial \
             "bootherd: [a-z0-9]+ at [0-9.:]+: .*trying the next"
-    fi
+        ;;
+    corrupt)
+        expect "serial: the NBP found a kernel whose SHA-256 does not match" serial \
+            "bootherd: [a-z0-9]+ at [0-9.:]+: ${BOOT_DIR}vmlinuz: SHA-256 mismatch; trying the next"
+        ;;
+    esac
     expect_alternate_side "$arch"
     expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
     MARKER_I=${#EXP_LABEL[@]}
@@ -443,6 +463,10 @@ expect_nbp_boot() {
 boot_ovmf_vm() {
     cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
     wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+    boot_ovmf_vm_now "$1"
+}
+
+boot_ovmf_vm_now() {
     boot_vm "$1" "$LINUX_TIMEOUT" -machine q35 -m 512 \
         -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
         -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
@@ -489,6 +513,113 @@ case_ovmf_fallback() {
         CENTRAL_FILES=""
         note_times ovmf-fallback
         restore_killed
+    done
+}
+
+# corrupt_kernel ID: alternate ID serves a vmlinuz with one byte changed, same size (its own
+# file: the roots are hard links of one boot set).
+corrupt_kernel() {
+    local f=$WORK/$1/boot/${BOOT_DIR}vmlinuz byte
+    cp "$f" "$f.bad"
+    byte=$(od -An -tu1 -j 4096 -N 1 "$f" | tr -d ' ')
+    # shellcheck disable=SC2059 # the format is the byte
+    printf "\\$(printf '%03o' $((byte ^ 0xff)))" | dd of="$f.bad" bs=1 seek=4096 conv=notrunc status=none
+    mv "$f.bad" "$f"
+}
+
+restore_kernel() { ln -f "$WORK/bootset/${BOOT_DIR}vmlinuz" "$WORK/$1/boot/${BOOT_DIR}vmlinuz"; }
+
+after_corrupt() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list booted last mismatches rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    last=$(awk '{ print $NF }' <<<"$list")
+    booted=${marker##*booted-from=}
+    mismatches=$(source_text serial | grep -c ": ${BOOT_DIR}vmlinuz: SHA-256 mismatch; trying the next" || true)
+    check_line "$([ "$mismatches" = 2 ] && echo 1 || echo 0)" \
+        "serial: two mismatches, one per corrupted alternate ($mismatches)" || rc=1
+    check_line "$([ "$booted" = "$last" ] && [ "$last" = "$BUSY" ] && echo 1 || echo 0)" \
+        "the marker names the list's last, the intact $BUSY (booted from $booted)" || rc=1
+    check_common "$ip" "$list" "$booted" "$NBP_FILES" || rc=1
+    return $rc
+}
+
+case_ovmf_corrupt() {
+    local run id
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || corrupt_kernel "$id"; done
+    for ((run = 1; run <= RUNS; run++)); do
+        expect_nbp_boot corrupt
+        AFTER_VM=after_corrupt
+        boot_ovmf_vm "ovmf-corrupt-$run"
+        note_times ovmf-corrupt
+    done
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || restore_kernel "$id"; done
+}
+
+# Arms a background watcher: the moment the central logs that it sent the NBP, SIGKILL it and
+# note that in $WORK/killed.
+arm_central_killer() {
+    local from
+    from=$(($(wc -l <"$WORK/central.log") + 1))
+    rm -f "$WORK/killed"
+    (
+        exec < <(exec tail -n "+$from" -s 0.02 -F "$WORK/central.log" 2>/dev/null)
+        tail_pid=$!
+        trap 'kill "$tail_pid" 2>/dev/null; exit 0' TERM
+        while IFS= read -r line; do
+            [[ $line == *": sent bootherd-x64.efi "* ]] || continue
+            kill -9 "$CENTRAL_PID"
+            printf '%s killed central\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" >"$WORK/killed"
+            break
+        done
+        kill "$tail_pid" 2>/dev/null
+    ) &
+    KILLER_PID=$!
+    PIDS+=("$KILLER_PID")
+}
+
+after_central_dies() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list first booted rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    first=${list%% *}
+    booted=${marker##*booted-from=}
+    check_line "$([ -s "$WORK/killed" ] && echo 1 || echo 0)" \
+        "killed the central $(seconds_since "$VM_START_US" "$(cat "$WORK/killed" 2>/dev/null)") s after VM start, once it had sent the NBP" ||
+        rc=1
+    check_line "$(source_text central | grep -Eq "$LIST_RE" && echo 0 || echo 1)" \
+        "the central died before any list went out" || rc=1
+    check_line "$([ "$booted" = "$first" ] && echo 1 || echo 0)" \
+        "the marker names the first of the backup's list, $first (booted from $booted)" || rc=1
+    check_line "$(client_lines "$booted" "$ip" | grep -q ": sent vmlinuz " && echo 1 || echo 0)" \
+        "$booted: sent the client vmlinuz" || rc=1
+    return $rc
+}
+
+case_ovmf_central_dies() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        reset_expectations
+        EXP_MAIN_WHAT="marker"
+        expect "backup central: logged the client's list" central2 "$LIST_RE"
+        expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent bootherd-x64\.efi "
+        expect "serial: the NBP found the central dead" serial \
+            "bootherd: central $CENTRAL_IP: .*trying the next"
+        expect "serial: the NBP read the backup's list" serial \
+            "bootherd: alternate list \([0-9]+ ms, central $CENTRAL2_IP\)"
+        expect_alternate_side 7
+        expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
+        MARKER_I=${#EXP_LABEL[@]}
+        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+        AFTER_VM=after_central_dies
+        cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        arm_central_killer
+        boot_ovmf_vm_now "ovmf-central-dies-$run"
+        stop_pid "$KILLER_PID"
+        note_times ovmf-central-dies
+        stop_pid "$CENTRAL_PID" KILL
+        run_central
     done
 }
 
