@@ -371,6 +371,10 @@ const WANTED: [u8; 10] = [43, 53, 54, 60, 77, 93, 94, 97, 175, 55];
 
 /// A copy of the request that dhcproto can decode without panicking: the header (with a sane
 /// hardware address length) and the wanted options with valid lengths.
+///
+/// dhcproto joins consecutive options of one code into one value (RFC 3396 long options), also
+/// where options left out here stood between them, so lengths are checked on the joined value:
+/// two option 94s of 3 bytes each are one of 6 to the decoder, which asserts on it.
 pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
     if datagram.len() < DHCP_OPTIONS_START {
         return Err(format!(
@@ -385,7 +389,8 @@ pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
     if datagram[236..240] != [99, 130, 83, 99] {
         return Err("no DHCP magic cookie".into());
     }
-    let mut out = datagram[..DHCP_OPTIONS_START].to_vec();
+    // The wanted options as the decoder will see them: consecutive ones of a code joined.
+    let mut joined: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut rest = &datagram[DHCP_OPTIONS_START..];
     while let [code, tail @ ..] = rest {
         match code {
@@ -399,22 +404,35 @@ pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
                 let value = tail
                     .get(..len)
                     .ok_or(format!("option {code} runs past the end"))?;
-                let valid = match code {
-                    53 => len == 1,
-                    54 => len == 4,
-                    94 => len == 3,
-                    93 => len >= 2 && len % 2 == 0,
-                    _ => true,
-                };
-                if !valid {
-                    return Err(format!("option {code} has length {len}"));
-                }
                 if WANTED.contains(code) {
-                    out.extend_from_slice(&[*code, len as u8]);
-                    out.extend_from_slice(value);
+                    match joined.last_mut() {
+                        Some((last, joined_value)) if last == code => {
+                            joined_value.extend_from_slice(value)
+                        }
+                        _ => joined.push((*code, value.to_vec())),
+                    }
                 }
                 rest = &tail[len..];
             }
+        }
+    }
+    let mut out = datagram[..DHCP_OPTIONS_START].to_vec();
+    for (code, value) in joined {
+        let len = value.len();
+        let valid = match code {
+            53 => len == 1,
+            54 => len == 4,
+            94 => len == 3,
+            93 => len >= 2 && len % 2 == 0,
+            _ => true,
+        };
+        if !valid {
+            return Err(format!("option {code} has length {len}"));
+        }
+        // Long values go out as consecutive chunks again, which the decoder joins.
+        for chunk in value.chunks(255) {
+            out.extend_from_slice(&[code, chunk.len() as u8]);
+            out.extend_from_slice(chunk);
         }
     }
     out.push(255);
