@@ -84,7 +84,7 @@ fn closed_port() -> SocketAddr {
 }
 
 /// What the relay does with one transfer.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Behaviour {
     /// Drop the request: the server looks silent.
     swallow: bool,
@@ -103,7 +103,11 @@ const PASS: Behaviour = Behaviour {
 /// A TFTP relay on `listen` in front of `upstream`: each request is forwarded from a socket of
 /// its own (which the client takes for the server's transfer port), treated as `behaviour`
 /// says for its file name.
-fn relay(listen: SocketAddr, upstream: SocketAddr, behaviour: fn(&str) -> Behaviour) -> SocketAddr {
+fn relay(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    behaviour: impl Fn(&str) -> Behaviour + Send + 'static,
+) -> SocketAddr {
     let socket = UdpSocket::bind(listen).unwrap();
     let addr = socket.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -180,22 +184,30 @@ fn boot_with_list(dir: &TempDir, list: &[(&str, SocketAddr)]) -> BootRecord {
     boot_once(central, &options())
 }
 
+/// Boots through a list of two alternates: "relayed", whose config transfer the relay treats
+/// as `config` says (its other transfers pass), then a spare.
+fn boot_via_relayed(dir: &TempDir, config: Behaviour) -> BootRecord {
+    let relayed = alternate(dir.path(), "relayed", any_port([127, 0, 0, 1]), 512);
+    let relayed = relay(any_port([127, 0, 0, 1]), relayed, move |name| {
+        match name.starts_with("bootherd.cfg/") {
+            true => config,
+            false => PASS,
+        }
+    });
+    let spare = alternate(dir.path(), "spare", any_port([127, 0, 0, 1]), 512);
+    boot_with_list(dir, &[("relayed", relayed), ("spare", spare)])
+}
+
 #[test]
 fn a_busy_alternate_that_stalls_after_answering_is_kept() {
     let dir = TempDir::new("busy");
-    let busy = alternate(dir.path(), "busy", any_port([127, 0, 0, 1]), 512);
     // Answers the config request at once, then takes 0.9 s for the data: a loaded server.
-    let busy = relay(any_port([127, 0, 0, 1]), busy, |name| Behaviour {
-        second: if name.starts_with("bootherd.cfg/") {
-            Duration::from_millis(900)
-        } else {
-            Duration::ZERO
-        },
+    let stalls = Behaviour {
+        second: Duration::from_millis(900),
         ..PASS
-    });
-    let spare = alternate(dir.path(), "spare", any_port([127, 0, 0, 1]), 512);
-    let r = boot_with_list(&dir, &[("busy", busy), ("spare", spare)]);
-    assert_eq!(r.alternate.as_deref(), Some("busy"), "{r:#?}");
+    };
+    let r = boot_via_relayed(&dir, stalls);
+    assert_eq!(r.alternate.as_deref(), Some("relayed"), "{r:#?}");
     assert!(r.fell_back.is_empty(), "{r:#?}");
     assert_eq!(r.bytes, 200_000);
 }
@@ -203,18 +215,12 @@ fn a_busy_alternate_that_stalls_after_answering_is_kept() {
 #[test]
 fn a_slow_first_answer_is_kept() {
     let dir = TempDir::new("slow");
-    let slow = alternate(dir.path(), "slow", any_port([127, 0, 0, 1]), 512);
-    let slow = relay(any_port([127, 0, 0, 1]), slow, |name| Behaviour {
-        first: if name.starts_with("bootherd.cfg/") {
-            Duration::from_millis(600)
-        } else {
-            Duration::ZERO
-        },
+    let slow = Behaviour {
+        first: Duration::from_millis(600),
         ..PASS
-    });
-    let spare = alternate(dir.path(), "spare", any_port([127, 0, 0, 1]), 512);
-    let r = boot_with_list(&dir, &[("slow", slow), ("spare", spare)]);
-    assert_eq!(r.alternate.as_deref(), Some("slow"), "{r:#?}");
+    };
+    let r = boot_via_relayed(&dir, slow);
+    assert_eq!(r.alternate.as_deref(), Some("relayed"), "{r:#?}");
     assert!(r.fell_back.is_empty(), "{r:#?}");
     assert!(r.duration >= Duration::from_millis(600), "{r:#?}");
 }

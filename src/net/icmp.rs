@@ -9,9 +9,10 @@
 //! such an error, or the socket stays readable-with-error for good.
 
 use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
+use super::batch::socket_addr;
 use nix::errno::Errno;
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
@@ -69,14 +70,6 @@ pub fn take_icmp_errors(socket: impl AsFd) -> Vec<(SocketAddr, io::Error)> {
             out.push((to, io::Error::from(Errno::from_raw(errno as i32))));
         }
     }
-}
-
-fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(SocketAddrV4::from(*v4).into());
-    }
-    addr.as_sockaddr_in6()
-        .map(|v6| SocketAddrV6::from(*v6).into())
 }
 
 #[cfg(test)]

@@ -120,15 +120,19 @@ mod tests {
     use crate::pxe::responder::{respond, Decision, PxeConfig, Service};
     use std::net::SocketAddr;
 
+    fn client(xid: u32, arch: u16) -> PxeClient {
+        PxeClient {
+            xid,
+            mac: [0x52, 0x54, 0, 1, 2, xid as u8],
+            uuid: [7; 16],
+            arch,
+            address: Ipv4Addr::LOCALHOST,
+        }
+    }
+
     #[test]
     fn simulated_client_and_responder_agree() {
-        let client = PxeClient {
-            xid: 0x1234_5678,
-            mac: [0x52, 0x54, 0, 1, 2, 3],
-            uuid: [7; 16],
-            arch: 7,
-            address: Ipv4Addr::LOCALHOST,
-        };
+        let client = client(0x1234_5678, 7);
         let from = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
         let server = Ipv4Addr::new(127, 0, 0, 1);
         let Decision::Reply { payload, to, .. } = respond(
@@ -180,13 +184,7 @@ mod tests {
         };
         let from = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
         for (arch, service) in [(7, Service::Discovery), (0, Service::Proxy)] {
-            let client = PxeClient {
-                xid: 7,
-                mac: [0x52, 0x54, 0, 1, 2, 3],
-                uuid: [7; 16],
-                arch,
-                address: Ipv4Addr::LOCALHOST,
-            };
+            let client = client(7, arch);
             let request = match service {
                 Service::Proxy => client.discover(),
                 Service::Discovery => client.discovery_request(),
@@ -200,13 +198,7 @@ mod tests {
             assert_eq!(answer.boot_servers, [server, backup], "arch {arch}");
         }
         // A UEFI proxy offer has no option 43 at all (the firmware must go on to 4011).
-        let uefi = PxeClient {
-            xid: 8,
-            mac: [0x52, 0x54, 0, 1, 2, 4],
-            uuid: [7; 16],
-            arch: 7,
-            address: Ipv4Addr::LOCALHOST,
-        };
+        let uefi = client(8, 7);
         let Decision::Reply { payload, .. } = respond(
             &config,
             Service::Proxy,

@@ -333,9 +333,10 @@ after_fallback() {
 # ---------------------------------------------------------------------------------------------
 # Cases
 
-# Arms a background watcher: the moment the central logs a list for a client, SIGKILL the
-# first alternate on it and note its id in $WORK/killed (with a bootherd-style time stamp).
-arm_killer() {
+# arm_killer_on REGEX KILL: a background watcher of the central's log that, at the first new
+# line matching REGEX, runs the function KILL (BASH_REMATCH holds the match; it kills something
+# and prints what) and notes "TIME killed WHAT" in $WORK/killed (a bootherd-style time stamp).
+arm_killer_on() {
     local from
     from=$(($(wc -l <"$WORK/central.log") + 1))
     rm -f "$WORK/killed"
@@ -344,9 +345,9 @@ arm_killer() {
         tail_pid=$!
         trap 'kill "$tail_pid" 2>/dev/null; exit 0' TERM
         while IFS= read -r line; do
-            [[ $line =~ $LIST_RE ]] || continue
-            kill -9 "${ALT_PID[${BASH_REMATCH[2]}]}"
-            printf '%s killed %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "${BASH_REMATCH[2]}" >"$WORK/killed"
+            [[ $line =~ $1 ]] || continue
+            what=$("$2")
+            printf '%s killed %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$what" >"$WORK/killed"
             break
         done
         kill "$tail_pid" 2>/dev/null
@@ -354,6 +355,15 @@ arm_killer() {
     KILLER_PID=$!
     PIDS+=("$KILLER_PID")
 }
+
+# The first alternate on the list just logged.
+kill_first_alternate() {
+    kill -9 "${ALT_PID[${BASH_REMATCH[2]}]}"
+    echo "${BASH_REMATCH[2]}"
+}
+
+# Arms a watcher that SIGKILLs the first alternate of the next list the central logs.
+arm_killer() { arm_killer_on "$LIST_RE" kill_first_alternate; }
 
 # expect_alternate_side ARCH: what any boot asks of an alternate, the config (default or
 # arch-ARCH) and the kernel; KERNEL_I is the kernel's expectation.
@@ -556,26 +566,9 @@ case_ovmf_corrupt() {
     for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || restore_kernel "$id"; done
 }
 
-# Arms a background watcher: the moment the central logs that it sent the NBP, SIGKILL it and
-# note that in $WORK/killed.
-arm_central_killer() {
-    local from
-    from=$(($(wc -l <"$WORK/central.log") + 1))
-    rm -f "$WORK/killed"
-    (
-        exec < <(exec tail -n "+$from" -s 0.02 -F "$WORK/central.log" 2>/dev/null)
-        tail_pid=$!
-        trap 'kill "$tail_pid" 2>/dev/null; exit 0' TERM
-        while IFS= read -r line; do
-            [[ $line == *": sent bootherd-x64.efi "* ]] || continue
-            kill -9 "$CENTRAL_PID"
-            printf '%s killed central\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" >"$WORK/killed"
-            break
-        done
-        kill "$tail_pid" 2>/dev/null
-    ) &
-    KILLER_PID=$!
-    PIDS+=("$KILLER_PID")
+kill_central() {
+    kill -9 "$CENTRAL_PID"
+    echo central
 }
 
 after_central_dies() {
@@ -614,7 +607,8 @@ case_ovmf_central_dies() {
         AFTER_VM=after_central_dies
         cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
         wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
-        arm_central_killer
+        # The central dies the moment it has sent the NBP.
+        arm_killer_on ": sent bootherd-x64\\.efi " kill_central
         boot_ovmf_vm_now "ovmf-central-dies-$run"
         stop_pid "$KILLER_PID"
         note_times ovmf-central-dies
