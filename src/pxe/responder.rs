@@ -429,8 +429,11 @@ pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
         if !valid {
             return Err(format!("option {code} has length {len}"));
         }
-        // Long values go out as consecutive chunks again, which the decoder joins.
-        for chunk in value.chunks(255) {
+        // Long values go out as consecutive chunks again, which the decoder joins; an empty
+        // one as itself (left out, it would join its neighbours).
+        out.extend_from_slice(&[code, value.len().min(255) as u8]);
+        out.extend_from_slice(&value[..value.len().min(255)]);
+        for chunk in value.get(255..).unwrap_or_default().chunks(255) {
             out.extend_from_slice(&[code, chunk.len() as u8]);
             out.extend_from_slice(chunk);
         }

@@ -384,6 +384,17 @@ fn hostile_packets_are_dropped_without_panicking() {
     assert!(
         ignored(&PxeConfig::default(), Service::Proxy, &twice94).contains("option 94 has length 6")
     );
+    // An empty option between two others stays: it keeps them apart (found the same way).
+    let mut apart94 = edit_option(OVMF_DISCOVER, 94, None);
+    apart94.pop();
+    apart94.extend_from_slice(&[94, 3, 1, 3, 0, 60, 0, 94, 3, 1, 3, 0, 255]);
+    let _ = respond(
+        &PxeConfig::default(),
+        Service::Proxy,
+        &apart94,
+        broadcast_client(),
+        SERVER,
+    );
     // A long option split in two chunks is still one option (RFC 3396).
     let mut split60 = edit_option(OVMF_DISCOVER, 60, None);
     split60.pop();
