@@ -32,6 +32,11 @@
 #   ovmf-corrupt  the same, but the two alternates ahead of the busy one serve a vmlinuz with
 #                 one byte changed: the NBP finds the SHA-256 mismatch on each and boots from
 #                 the last of the list, the busy alt1, whose kernel is intact
+#   ipxe-efi-corrupt  OVMF chainloads iPXE 2.0's EFI build (snponly.efi, built once from its
+#                 release and cached) as its NBP; iPXE runs the list script, and the per-client
+#                 scripts check sha256= (sha256sum --set): with the kernels of the two
+#                 alternates ahead of the busy one corrupted as in ovmf-corrupt, iPXE rejects
+#                 both and boots from the busy alt1
 #   ovmf-central-dies  the central is killed (SIGKILL) the moment it has sent the NBP: the NBP
 #                 gets its list from the backup central the PXE answer named (central2) and
 #                 boots; the central is restarted after the run
@@ -42,9 +47,10 @@
 # bootherd/alternates.ipxe; UEFI: bootherd-x64.efi and bootherd/alternates.txt). Each case runs
 # BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
 #
-# Usage (root): tests/e2e/boot_linux.sh [CASE...]        default: every case
+# Usage (root): tests/e2e/boot_linux.sh [CASE...]        default: every case but ipxe-efi-corrupt
 # Environment: those of lab.sh (BH_E2E_KEEP, BH_E2E_NO_BUILD, BH_E2E_IPXE_ROM), and
-# BH_E2E_RUNS (runs per case, 3), BH_E2E_LINUX_TIMEOUT (seconds per VM run, 300).
+# BH_E2E_RUNS (runs per case, 3), BH_E2E_LINUX_TIMEOUT (seconds per VM run, 300),
+# BH_E2E_IPXE_SRC (an iPXE v2.0.0 source tree for ipxe-efi-corrupt; else it is cloned).
 set -euo pipefail
 
 # shellcheck source=tests/e2e/lab.sh
@@ -54,6 +60,8 @@ CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
 ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies)
+# Only when asked for: it builds iPXE from a source tree (BH_E2E_IPXE_SRC) or GitHub.
+EXTRA_CASES=(ipxe-efi-corrupt)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS.fd
@@ -75,6 +83,8 @@ BUSY_WORKERS=3
 BALLAST_MIB=256
 MARKER="BOOTHERD-MARKER"
 DNSMASQ_ALONE_S=7.4 # the issue: dnsmasq alone (PXE + TFTP) to the marker, iPXE BIOS, this host
+IPXE2_TAG=v2.0.0    # the first iPXE release whose EFI builds have sha256sum --set
+IPXE2_EFI=$CACHE/ipxe-$IPXE2_TAG-snponly-x86_64.efi
 
 # ---------------------------------------------------------------------------------------------
 # The boot set
@@ -113,6 +123,28 @@ kernel_image() {
     cached=$(find "$CACHE" -maxdepth 1 -name "vmlinuz-*-$arch" -size +1M | sort -V | tail -n 1)
     [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-$arch failed and $CACHE is empty"
     echo "$cached"
+}
+
+# iPXE 2.0's EFI build that drives the NIC through the firmware (snponly.efi), built once and
+# cached: from the iPXE source tree BH_E2E_IPXE_SRC (a checkout of $IPXE2_TAG), else from a clone
+# of its release on GitHub.
+ipxe2_efi() {
+    local tmp src=${BH_E2E_IPXE_SRC:-}
+    if [ ! -s "$IPXE2_EFI" ]; then
+        tmp=$(mktemp -d /tmp/bh-e2e-ipxe.XXXXXX)
+        if [ -z "$src" ]; then
+            src=$tmp/ipxe
+            git clone -q --depth 1 --branch "$IPXE2_TAG" https://github.com/ipxe/ipxe.git "$src" >&2 ||
+                die "cannot clone iPXE $IPXE2_TAG (or give its source as BH_E2E_IPXE_SRC)"
+        fi
+        make -s -C "$src/src" -j "$(nproc)" bin-x86_64-efi/snponly.efi >&2 ||
+            die "cannot build iPXE $IPXE2_TAG"
+        mkdir -p "$CACHE"
+        cp "$src/src/bin-x86_64-efi/snponly.efi" "$IPXE2_EFI.part"
+        mv "$IPXE2_EFI.part" "$IPXE2_EFI"
+        rm -rf "$tmp"
+    fi
+    echo "$IPXE2_EFI"
 }
 
 # build_initrd OUT [BUSYBOX]: a gzipped newc cpio with busybox-static (the host's, or the static
@@ -566,6 +598,63 @@ case_ovmf_corrupt() {
     for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || restore_kernel "$id"; done
 }
 
+after_ipxe_corrupt() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list booted last mismatches rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    last=$(awk '{ print $NF }' <<<"$list")
+    booted=${marker##*booted-from=}
+    mismatches=$(source_text serial | grep -c "bootherd: vmlinuz: SHA-256 mismatch" || true)
+    check_line "$([ "$mismatches" = 2 ] && echo 1 || echo 0)" \
+        "serial: iPXE found two mismatches, one per corrupted alternate ($mismatches)" || rc=1
+    check_line "$([ "$booted" = "$last" ] && [ "$last" = "$BUSY" ] && echo 1 || echo 0)" \
+        "the marker names the list's last, the intact $BUSY (booted from $booted)" || rc=1
+    # iPXE looks for autoexec.ipxe beside itself first.
+    check_common "$ip" "$list" "$booted" 'ipxe\.efi|autoexec\.ipxe:|bootherd/alternates\.ipxe' || rc=1
+    return $rc
+}
+
+# with_central_line LINE|-: restarts the central with LINE added to its [pxe] section (the
+# last one), or with the line added before removed (-).
+with_central_line() {
+    local config=$WORK/central/central.toml
+    if [ "$1" = - ]; then
+        sed -i '/^# case$/,$d' "$config"
+    else
+        printf '# case\n%s\n' "$1" >>"$config"
+    fi
+    stop_pid "$CENTRAL_PID"
+    run_central
+}
+
+case_ipxe_efi_corrupt() {
+    local run id
+    cp "$IPXE2_EFI" "$WORK/central/nbp/ipxe.efi"
+    with_central_line 'boot_efi_x64 = "ipxe.efi"'
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || corrupt_kernel "$id"; done
+    for ((run = 1; run <= RUNS; run++)); do
+        reset_expectations
+        EXP_MAIN_WHAT="marker"
+        expect "central: logged the client's list" central "$LIST_RE"
+        expect "central: discovery (4011) answer naming ipxe.efi" central \
+            "pxe: Discovery $CLIENT_MAC \(arch 7, uuid.*boot file ipxe\.efi"
+        expect "central: TFTP sent iPXE" central "tftp: $CLIENT_PEER: sent ipxe\.efi "
+        expect "central: proxy offer to iPXE naming bootherd/alternates.ipxe" central \
+            "pxe: Proxy $CLIENT_MAC \(arch 7, iPXE.*boot file bootherd/alternates\.ipxe"
+        expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at "
+        expect "serial: iPXE found a kernel whose SHA-256 does not match" serial \
+            "bootherd: vmlinuz: SHA-256 mismatch"
+        expect_alternate_side 7
+        MARKER_I=${#EXP_LABEL[@]}
+        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+        AFTER_VM=after_ipxe_corrupt
+        boot_ovmf_vm "ipxe-efi-corrupt-$run"
+        note_times ipxe-efi-corrupt
+    done
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || restore_kernel "$id"; done
+    with_central_line -
+}
+
 kill_central() {
     kill -9 "$CENTRAL_PID"
     echo central
@@ -625,7 +714,7 @@ main() {
     local cases=("$@") c times
     [ ${#cases[@]} -gt 0 ] || cases=("${ALL_CASES[@]}")
     for c in "${cases[@]}"; do
-        declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]})"
+        declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]} ${EXTRA_CASES[*]})"
     done
     if [[ " ${cases[*]} " == *" aavmf-nbp "* ]]; then
         ARM64=1
@@ -637,7 +726,14 @@ main() {
             apt-get update -qq
         fi
     fi
+    if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then
+        LAB_PACKAGES+=(git make gcc perl liblzma-dev)
+    fi
     lab_main linux
+    if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then
+        ipxe2_efi >/dev/null
+        say "iPXE $IPXE2_TAG EFI build: $IPXE2_EFI"
+    fi
     lab_up
     for c in "${cases[@]}"; do "case_${c//-/_}"; done
     say "== seconds from VM start to the marker (dnsmasq alone: $DNSMASQ_ALONE_S s, iPXE BIOS, from the issue)"
