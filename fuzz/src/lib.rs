@@ -327,7 +327,8 @@ pub fn report_decode(data: &[u8]) {
 pub fn config(data: &[u8]) {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bootherd-fuzz-config-{}", std::process::id()));
+        // One directory for every run (the same key each time), not one per process.
+        let dir = std::env::temp_dir().join("bootherd-fuzz-config");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("report.key"), "00112233445566778899aabbccddeeff").unwrap();
         dir
