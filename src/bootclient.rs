@@ -3,12 +3,21 @@
 //!
 //! One boot: optionally the PXE steps (proxy offer, boot-server discovery) and the NBP they
 //! name; then fetch the alternate list from the central (or, for baselines that bypass the
-//! central, take a fixed list ordered by an [`Assign`] rule); for each alternate in order,
-//! fetch the per-client config (short timeout, so a dead alternate costs little), then every
-//! boot file it names, checking lengths and SHA-256 sums; on any failure move on to the next
-//! alternate.
+//! central, take a fixed list ordered by an [`Assign`] rule); for each alternate in order, fetch
+//! the per-client config, then every boot file it names, checking lengths and SHA-256 sums; on
+//! any failure move on to the next alternate.
+//!
+//! Busy is not dead: a central or alternate that sends nothing at all within
+//! [`ClientOptions::first_answer`] of a list or config request, or whose port or host is
+//! unreachable (ICMP), is dead and costs at most that; one that answers, however slowly, keeps
+//! the client with the transfer's full patience. A "server busy" error moves on at once.
+//!
+//! Backup centrals: when the central gives no list (dead, or an error), or none of the
+//! alternates on its list can serve the boot, the client asks the next central: those the PXE
+//! answer names after the central (option 43 boot servers), then
+//! [`ClientOptions::backup_centrals`]. Alternates already tried are not tried again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -19,8 +28,8 @@ use smol::LocalExecutor;
 use crate::formats::alt_list::{self, AltEntry, LIST_PATH};
 use crate::formats::boot_config::{self, CONFIG_DIR};
 use crate::net::ask;
-use crate::pxe::client::PxeClient;
-use crate::tftp::client::fetch;
+use crate::pxe::client::{PxeAnswer, PxeClient};
+use crate::tftp::client::{fetch, Patience};
 use crate::tftp::download::{ClientRetransmit, RequestSpec};
 
 /// How the simulated clients fetch.
@@ -32,13 +41,16 @@ pub struct ClientOptions {
     pub windowsize: u16,
     /// Architecture sent in the config path (PXE option 93 number).
     pub arch: String,
-    /// Retransmission when probing an alternate (its config file): short, to fail over fast.
-    pub probe: ClientRetransmit,
-    /// Retransmission for the list and the boot files.
+    /// A central or alternate that sends nothing at all this long after a request for the list
+    /// or a config is dead: the client moves on.
+    pub first_answer: Duration,
+    /// Retransmission for every transfer, once the server has answered.
     pub transfer: ClientRetransmit,
     /// Start with the PXE steps (proxy offer, and boot-server discovery when the offer has no
     /// option 43), then fetch the NBP they name.
     pub pxe: Option<PxeSteps>,
+    /// Centrals to ask for a list after the first one (and after those the PXE answer names).
+    pub backup_centrals: Vec<SocketAddr>,
 }
 
 /// Where the simulated clients do their DHCP steps.
@@ -56,12 +68,11 @@ impl Default for ClientOptions {
             blksize: 1468,
             windowsize: 16,
             arch: "7".into(),
-            probe: ClientRetransmit {
-                timeout: Duration::from_millis(250),
-                retries: 2,
-            },
+            // Twice the request's re-send interval: one lost request or answer is not death.
+            first_answer: Duration::from_secs(1),
             transfer: ClientRetransmit::default(),
             pxe: None,
+            backup_centrals: Vec::new(),
         }
     }
 }
@@ -147,7 +158,7 @@ async fn get(
     server: SocketAddr,
     path: &str,
     o: &ClientOptions,
-    retransmit: ClientRetransmit,
+    patience: impl Into<Patience>,
     out: &mut impl Write,
 ) -> Result<(), String> {
     let spec = RequestSpec {
@@ -156,7 +167,7 @@ async fn get(
         windowsize: Some(o.windowsize),
         tsize: true,
     };
-    fetch(server, spec, retransmit, out)
+    fetch(server, spec, patience, out)
         .await
         .map(|_| ())
         .map_err(|e| format!("{path}: {e}"))
@@ -195,8 +206,12 @@ async fn dhcp_socket(
     Ok((smol::net::UdpSocket::bind((address, 0)).await?, address))
 }
 
-/// The DHCP steps of PXE firmware: returns the NBP the central named.
-async fn pxe_steps(steps: &PxeSteps, who: &Identity, o: &ClientOptions) -> Result<String, String> {
+/// The DHCP steps of PXE firmware: returns the answer that names the NBP.
+async fn pxe_steps(
+    steps: &PxeSteps,
+    who: &Identity,
+    o: &ClientOptions,
+) -> Result<PxeAnswer, String> {
     let (socket, address) = dhcp_socket(steps.proxy)
         .await
         .map_err(|e| format!("proxyDHCP {}: {e}", steps.proxy))?;
@@ -231,7 +246,10 @@ async fn pxe_steps(steps: &PxeSteps, who: &Identity, o: &ClientOptions) -> Resul
         .await
         .map_err(|e| format!("boot-server discovery: {e}"))?
     };
-    answer.file.ok_or_else(|| "no boot file named".to_string())
+    match answer.file {
+        Some(_) => Ok(answer),
+        None => Err("no boot file named".into()),
+    }
 }
 
 /// Boots once, with the alternates `source` gives: returns the alternate used, the bytes and
@@ -242,39 +260,116 @@ pub async fn boot(
     o: &ClientOptions,
 ) -> (Result<(String, u64), String>, Vec<String>) {
     let mut fell_back = Vec::new();
-    if let (Some(steps), ListSource::Central(central)) = (&o.pxe, source) {
-        let nbp = match pxe_steps(steps, who, o).await {
-            Ok(nbp) => nbp,
-            Err(e) => return (Err(e), fell_back),
-        };
-        if let Err(e) = get(*central, &nbp, o, o.transfer, &mut HashSink::default()).await {
-            return (Err(format!("NBP: {e}")), fell_back);
-        }
-    }
-    let entries = match source.list(who, o).await {
-        Ok(entries) => entries,
-        Err(e) => return (Err(e), fell_back),
+    let probe = Patience {
+        retransmit: o.transfer,
+        first_answer: Some(o.first_answer),
     };
     let config_path = format!("{CONFIG_DIR}/{}/{}/{}", who.uuid, who.mac, o.arch);
-    for entry in &entries {
+    let mut tried = HashSet::new();
+    let central = match source {
+        ListSource::Central(central) => *central,
+        ListSource::Assigned { alternates, assign } => {
+            let order = assign.order(alternates, who.number);
+            let booted =
+                boot_from_list(&order, &config_path, o, probe, &mut tried, &mut fell_back).await;
+            return match booted {
+                Some(ok) => (Ok(ok), fell_back),
+                None => (Err("no alternate could serve the boot".into()), fell_back),
+            };
+        }
+    };
+    let mut centrals = vec![central];
+    if let Some(steps) = &o.pxe {
+        let answer = match pxe_steps(steps, who, o).await {
+            Ok(answer) => answer,
+            Err(e) => return (Err(e), fell_back),
+        };
+        let nbp = answer.file.as_deref().unwrap_or_default();
+        if let Err(e) = get(central, nbp, o, o.transfer, &mut HashSink::default()).await {
+            return (Err(format!("NBP: {e}")), fell_back);
+        }
+        // PXE names servers by address: their TFTP is on the central's port.
+        let named = answer.boot_servers.iter();
+        centrals.extend(named.map(|&ip| SocketAddr::new(ip.into(), central.port())));
+    }
+    centrals.extend(&o.backup_centrals);
+    let mut seen = HashSet::new();
+    centrals.retain(|c| seen.insert(*c));
+    let mut lists = 0;
+    for central in centrals {
+        let entries = match list_from(central, o, probe).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                fell_back.push(format!("central {central}: {e}"));
+                continue;
+            }
+        };
+        lists += 1;
+        let booted =
+            boot_from_list(&entries, &config_path, o, probe, &mut tried, &mut fell_back).await;
+        if let Some(ok) = booted {
+            return (Ok(ok), fell_back);
+        }
+    }
+    let why = match lists {
+        0 => "no central gave a list",
+        _ => "no alternate could serve the boot",
+    };
+    (Err(why.into()), fell_back)
+}
+
+/// Tries the alternates of `entries` in order, each address once per boot (`tried`): the
+/// alternate booted from and the bytes, or `None` with every failure in `fell_back`.
+async fn boot_from_list(
+    entries: &[AltEntry],
+    config_path: &str,
+    o: &ClientOptions,
+    probe: Patience,
+    tried: &mut HashSet<String>,
+    fell_back: &mut Vec<String>,
+) -> Option<(String, u64)> {
+    for entry in entries {
         for address in &entry.addresses {
-            match boot_from(address, &config_path, o).await {
-                Ok(bytes) => return (Ok((entry.id.clone(), bytes)), fell_back),
+            if !tried.insert(address.clone()) {
+                continue;
+            }
+            match boot_from(address, config_path, o, probe).await {
+                Ok(bytes) => return Some((entry.id.clone(), bytes)),
                 Err(e) => fell_back.push(format!("{} at {address}: {e}", entry.id)),
             }
         }
     }
-    (Err("no alternate could serve the boot".into()), fell_back)
+    None
 }
 
-async fn boot_from(address: &str, config_path: &str, o: &ClientOptions) -> Result<u64, String> {
+/// The alternate list from one central; an empty list is an error.
+async fn list_from(
+    central: SocketAddr,
+    o: &ClientOptions,
+    probe: Patience,
+) -> Result<Vec<alt_list::AltEntry>, String> {
+    let mut list = Vec::new();
+    get(central, LIST_PATH, o, probe, &mut list).await?;
+    match alt_list::parse(&String::from_utf8_lossy(&list)) {
+        Ok(entries) if !entries.is_empty() => Ok(entries),
+        Ok(_) => Err("the alternate list is empty".into()),
+        Err(e) => Err(format!("alternate list: {e}")),
+    }
+}
+
+async fn boot_from(
+    address: &str,
+    config_path: &str,
+    o: &ClientOptions,
+    probe: Patience,
+) -> Result<u64, String> {
     let server = address
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("bad address {address:?}"))?;
     let mut text = Vec::new();
-    get(server, config_path, o, o.probe, &mut text).await?;
+    get(server, config_path, o, probe, &mut text).await?;
     let config =
         boot_config::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("config: {e}"))?;
     let mut bytes = 0;
@@ -304,32 +399,6 @@ pub enum ListSource {
         /// Which one each client starts at.
         assign: Assign,
     },
-}
-
-impl ListSource {
-    /// The alternates client `who` tries, in order.
-    async fn list(&self, who: &Identity, o: &ClientOptions) -> Result<Vec<AltEntry>, String> {
-        match self {
-            ListSource::Central(central) => {
-                let mut list = Vec::new();
-                get(*central, LIST_PATH, o, o.transfer, &mut list)
-                    .await
-                    .map_err(|e| format!("central {central}: {e}"))?;
-                match alt_list::parse(&String::from_utf8_lossy(&list)) {
-                    Ok(entries) if !entries.is_empty() => Ok(entries),
-                    Ok(_) => Err("the alternate list is empty".into()),
-                    Err(e) => Err(format!("alternate list: {e}")),
-                }
-            }
-            ListSource::Assigned { alternates, assign } => {
-                let first = assign.first(who.number, alternates.len());
-                let mut order = alternates.clone();
-                let chosen = order.remove(first);
-                order.insert(0, chosen);
-                Ok(order)
-            }
-        }
-    }
 }
 
 /// Which alternate a client starts at when the clients assign themselves.
@@ -383,6 +452,17 @@ impl Assign {
             Assign::RoundRobin => n as usize % alternates.max(1),
             Assign::Weights(weights) => smooth_weighted_pick(weights, n),
         }
+    }
+
+    /// The order client `n` tries `alternates` in: the one it starts at, then the others in
+    /// list order.
+    pub fn order(&self, alternates: &[AltEntry], n: u32) -> Vec<AltEntry> {
+        let mut order = alternates.to_vec();
+        if !order.is_empty() {
+            let chosen = order.remove(self.first(n, alternates.len()));
+            order.insert(0, chosen);
+        }
+        order
     }
 }
 
@@ -641,13 +721,10 @@ mod tests {
             id: id.into(),
             addresses: vec![format!("{id}.example:69")],
         };
-        let source = ListSource::Assigned {
-            alternates: vec![entry("a"), entry("b"), entry("c")],
-            assign: Assign::RoundRobin,
-        };
+        let alternates = [entry("a"), entry("b"), entry("c")];
         let order = |n: u32| -> Vec<String> {
-            smol::block_on(source.list(&Identity::numbered(n), &ClientOptions::default()))
-                .unwrap()
+            Assign::RoundRobin
+                .order(&alternates, n)
                 .into_iter()
                 .map(|e| e.id)
                 .collect()

@@ -51,13 +51,16 @@ struct ListSource {
     table: SharedTable,
     /// The last list handed to each client address and port, while within [`REPEAT_WINDOW`].
     recent: Mutex<HashMap<SocketAddr, (Instant, Vec<Ranked>)>>,
+    /// Backup centrals (`HOST:PORT`) that the iPXE list asks when no alternate serves.
+    backups: Vec<String>,
 }
 
 impl ListSource {
-    fn new(table: SharedTable) -> Self {
+    fn new(table: SharedTable, backups: Vec<String>) -> Self {
         ListSource {
             table,
             recent: Mutex::default(),
+            backups,
         }
     }
 
@@ -92,7 +95,7 @@ impl FileSource for ListSource {
             })
             .collect();
         let text = if ipxe {
-            alt_list::render_ipxe(&entries)
+            alt_list::render_ipxe(&entries, &self.backups)
         } else {
             alt_list::render(&entries)
         };
@@ -139,7 +142,12 @@ impl Central {
     /// Binds every socket, synchronously (see [`crate::tftp::server::Server`]).
     pub fn bind(config: CentralConfig) -> Result<Central, String> {
         let table = Arc::new(Mutex::new(Table::new(config.policy.clone())));
-        let list = ListSource::new(table.clone());
+        // Backups serve TFTP on this central's port, as PXE clients expect.
+        let backups = config.pxe.iter().flat_map(|p| &p.responder.backup_centrals);
+        let backups = backups
+            .map(|ip| SocketAddr::new((*ip).into(), config.tftp_listen.port()).to_string())
+            .collect();
+        let list = ListSource::new(table.clone(), backups);
         let source: Arc<dyn FileSource> = match &config.tftp_root {
             Some(root) => Arc::new(Overlay {
                 first: list,
@@ -334,7 +342,7 @@ mod tests {
         lock(&table)
             .handle_report(Instant::now(), report("alt1", 1))
             .unwrap();
-        let src = ListSource::new(table.clone());
+        let src = ListSource::new(table.clone(), Vec::new());
         let client: SocketAddr = "127.0.0.1:999".parse().unwrap();
         let Ok(Content::Bytes(text)) =
             src.open(&crate::tftp::path::sanitize(LIST_PATH).unwrap(), client)

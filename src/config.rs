@@ -33,6 +33,7 @@
 //! interfaces = ["eth0 10.0.0.1"]          # "INTERFACE ADDRESS"; * = any, - = the address only
 //! proxy = true                            # false: 4011 only (DHCP server on the same host)
 //! menu = "Boot through bootherd"          # optional PXE menu (full discovery)
+//! backup_centrals = ["10.0.0.2"]          # announced to clients for when this one dies
 //! boot_efi_x64 = "bootherd-x64.efi"       # also boot_bios, boot_efi_ia32, boot_efi_arm32,
 //!                                         # boot_efi_arm64, boot_ipxe
 //!
@@ -96,6 +97,7 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("pxe.boot_efi_arm32", Kind::Str),
     ("pxe.boot_efi_arm64", Kind::Str),
     ("pxe.boot_ipxe", Kind::Str),
+    ("pxe.backup_centrals", Kind::StrList),
     ("alternate.id", Kind::Str),
     ("alternate.tftp_listen", Kind::Str),
     ("alternate.advertise", Kind::StrList),
@@ -365,10 +367,27 @@ impl Config {
             // 0 lets the kernel pick (tests).
             Ok(self.int(key, 0, 65535)?.map_or(default, |p| p as u16))
         };
+        let backup_centrals = self
+            .list("pxe.backup_centrals")?
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                s.parse::<Ipv4Addr>().map_err(|_| {
+                    self.error(
+                        "pxe.backup_centrals",
+                        &format!("{s:?} is not an IPv4 address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if backup_centrals.len() >= crate::pxe::vendor::MAX_BOOT_SERVERS {
+            return Err(self.error("pxe.backup_centrals", "too many (at most 62)"));
+        }
         Ok(Some(PxeSettings {
             responder: PxeConfig {
                 boot_files,
                 menu: self.str("pxe.menu")?,
+                backup_centrals,
             },
             proxy: self.bool("pxe.proxy")?.unwrap_or(true),
             interfaces,

@@ -1,15 +1,19 @@
 //! bootherd's network bootstrap program (NBP) for UEFI firmware.
 //!
 //! The central hands this program to UEFI PXE clients. It finds the central's address in the
-//! PXE Base Code's cached packets (PXE reply, proxy offer or DHCP ACK), reads the alternate
-//! list from it over TFTP, tries the alternates in order, reads this client's config file
-//! (`bootherd.cfg/UUID/MAC/ARCH`) and the boot files it names from the first that answers, and
-//! starts the kernel with the config's command line (initrd through the Linux EFI stub's
-//! LoadFile2 protocol). Every step is printed on the console. If no alternate can serve the
-//! boot it returns an error, so that the firmware moves on to its next boot option.
+//! PXE Base Code's cached packets (PXE reply, proxy offer or DHCP ACK), and the backup centrals
+//! the central announced there (option 43 boot servers), reads the alternate list from the
+//! first central that gives one, tries the alternates in order, reads this client's config file
+//! (`bootherd.cfg/UUID/MAC/ARCH`) and the boot files it names from the first that answers,
+//! checks each file's `sha256=`, and starts the kernel with the config's command line (initrd
+//! through the Linux EFI stub's LoadFile2 protocol). A dead server costs at most a second, a
+//! busy one is waited for ([`tftp`]); a failure or a checksum mismatch moves on to the next
+//! alternate, and when no alternate of a list can serve, to the next central's list. Every step
+//! is printed on the console. If nothing can serve the boot it returns an error, so that the
+//! firmware moves on to its next boot option.
 //!
 //! The list and config parsers are the server's own code (`src/formats/`, `core` + `alloc`).
-//! PXE Base Code TFTP always uses port 69: alternates listed on other ports are skipped.
+//! The firmware's TFTP always uses port 69: alternates listed on other ports are skipped.
 
 #![no_std]
 #![no_main]
@@ -17,6 +21,7 @@
 extern crate alloc;
 
 mod initrd;
+mod tftp;
 
 /// The server's text formats, shared by path (the rendering half is the server's only).
 #[path = "../../src/formats/mod.rs"]
@@ -28,13 +33,14 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr};
 
-use formats::alt_list::{self, LIST_PATH};
+use formats::alt_list::{self, AltEntry, LIST_PATH};
 use formats::boot_config::{self, BootConfig, CONFIG_DIR};
-use formats::dhcp::{packet_option, uuid_from_option_97};
+use formats::dhcp::{boot_servers, packet_option, uuid_from_option_97, BOOT_SERVER_TYPE};
+use sha2::{Digest, Sha256};
 use uefi::boot::{self, LoadImageSource, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::network::pxe::BaseCode;
-use uefi::{println, CStr8, CString16, Status};
+use uefi::{println, CString16, Status};
 
 /// PXE architecture number of this build (option 93), used in the config path.
 const ARCH: &str = if cfg!(target_arch = "aarch64") {
@@ -65,34 +71,15 @@ fn now_ms() -> u64 {
     })
 }
 
-/// Files up to this size (the list, a config) are read in one request. Asking their size first
-/// would open them twice, and the central counts every list it hands out (and an alternate
-/// every config) as a client starting to boot.
-const SMALL_FILE: usize = 64 * 1024;
+fn ipv4(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(_) => [0; 4],
+    }
+}
 
-/// Reads a whole file over TFTP (port 69): small files in one request, larger ones after
-/// asking their size.
-fn fetch(pxe: &mut BaseCode, server: &IpAddr, path: &str) -> Result<Vec<u8>, String> {
-    let mut name = Vec::from(path.as_bytes());
-    name.push(0);
-    let name = CStr8::from_bytes_with_nul(&name).map_err(|_| format!("bad file name {path:?}"))?;
-    let mut buf = alloc::vec![0u8; SMALL_FILE];
-    let size = match pxe.tftp_read_file(server, name, Some(&mut buf)) {
-        Ok(got) => {
-            buf.truncate(usize::try_from(got).unwrap_or(buf.len()));
-            return Ok(buf);
-        }
-        Err(e) if e.status() == Status::BUFFER_TOO_SMALL => pxe
-            .tftp_get_file_size(server, name)
-            .map_err(|e| format!("{path}: {:?}", e.status()))?,
-        Err(e) => return Err(format!("{path}: {:?}", e.status())),
-    };
-    buf = alloc::vec![0u8; usize::try_from(size).map_err(|_| "file too large")?];
-    let got = pxe
-        .tftp_read_file(server, name, Some(&mut buf))
-        .map_err(|e| format!("{path}: {:?}", e.status()))?;
-    buf.truncate(usize::try_from(got).unwrap_or(buf.len()));
-    Ok(buf)
+fn dotted(ip: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(ip)
 }
 
 fn run() -> Result<Status, String> {
@@ -126,6 +113,15 @@ fn run() -> Result<Status, String> {
     if central == [0; 4] {
         return Err("the PXE answers name no boot server".into());
     }
+    // The central first, then the backups it announced.
+    let mut centrals = alloc::vec![central];
+    for backup in
+        packet_option(answer, 43).map_or_else(Vec::new, |o| boot_servers(o, BOOT_SERVER_TYPE))
+    {
+        if !centrals.contains(&backup) {
+            centrals.push(backup);
+        }
+    }
     let discover: &[u8; 1472] = mode.dhcp_discover().as_ref();
     let mac: Vec<String> = discover[28..34]
         .iter()
@@ -135,52 +131,99 @@ fn run() -> Result<Status, String> {
     let uuid = packet_option(discover, 97)
         .and_then(uuid_from_option_97)
         .unwrap_or_else(|| "-".to_string());
-    let central_ip = IpAddr::V4(Ipv4Addr::from(central));
+    let ack: &[u8; 1472] = mode.dhcp_ack().as_ref();
+    let gateway = packet_option(ack, 3)
+        .and_then(|r| r.first_chunk::<4>().copied())
+        .unwrap_or_default();
+    let (station, mask) = (ipv4(mode.station_ip()), ipv4(mode.subnet_mask()));
+    // Everything needed is copied out: stop the PXE Base Code, whose catch-all UDP receiver
+    // would otherwise take the ICMP errors (port unreachable) meant for our TFTP child.
+    if let Err(e) = pxe.stop() {
+        println!(
+            "bootherd: the PXE Base Code did not stop ({:?}); ICMP errors may go unseen",
+            e.status()
+        );
+    }
+    drop(pxe);
+    let mut tftp = tftp::Client::new(device, station, mask, gateway)?;
     println!(
-        "bootherd: client {mac} uuid {uuid} arch {ARCH}; central {}.{}.{}.{}",
-        central[0], central[1], central[2], central[3]
-    );
-
-    let started = now_ms();
-    let list = fetch(&mut pxe, &central_ip, LIST_PATH)?;
-    let list = alt_list::parse(&String::from_utf8_lossy(&list))?;
-    println!(
-        "bootherd: alternate list ({} ms): {}",
-        now_ms().saturating_sub(started),
-        list.iter()
-            .map(|e| e.id.as_str())
+        "bootherd: client {mac} uuid {uuid} arch {ARCH}; centrals {}",
+        centrals
+            .iter()
+            .map(|c| dotted(*c).to_string())
             .collect::<Vec<_>>()
             .join(", ")
     );
     let config_path = format!("{CONFIG_DIR}/{uuid}/{mac}/{ARCH}");
-    for entry in &list {
-        for address in &entry.addresses {
-            let (host, port) = address.rsplit_once(':').unwrap_or((address.as_str(), "69"));
-            let Some(ip) = host.parse::<Ipv4Addr>().ok().filter(|_| port == "69") else {
-                println!("bootherd: {} at {address}: skipped (PXE TFTP needs an IPv4 address on port 69)", entry.id);
+    let mut tried: Vec<[u8; 4]> = Vec::new();
+    for central in centrals {
+        let started = now_ms();
+        let list = match list_from(&mut tftp, central) {
+            Ok(list) => list,
+            Err(e) => {
+                println!(
+                    "bootherd: central {}: {e}; trying the next",
+                    dotted(central)
+                );
                 continue;
-            };
-            match boot_from(&mut pxe, &entry.id, &IpAddr::V4(ip), &config_path) {
-                Ok((kernel, config)) => {
-                    drop(pxe);
-                    return start(&kernel, config);
+            }
+        };
+        println!(
+            "bootherd: alternate list ({} ms, central {}): {}",
+            now_ms().saturating_sub(started),
+            dotted(central),
+            list.iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for entry in &list {
+            for address in &entry.addresses {
+                let (host, port) = address.rsplit_once(':').unwrap_or((address.as_str(), "69"));
+                let Some(ip) = host.parse::<Ipv4Addr>().ok().filter(|_| port == "69") else {
+                    println!("bootherd: {} at {address}: skipped (the firmware's TFTP needs an IPv4 address on port 69)", entry.id);
+                    continue;
+                };
+                if tried.contains(&ip.octets()) {
+                    continue;
                 }
-                Err(e) => println!("bootherd: {} at {address}: {e}; trying the next", entry.id),
+                tried.push(ip.octets());
+                match boot_from(&mut tftp, &entry.id, ip.octets(), &config_path) {
+                    Ok((kernel, config)) => {
+                        drop(tftp);
+                        return start(&kernel, config);
+                    }
+                    Err(e) => println!("bootherd: {} at {address}: {e}; trying the next", entry.id),
+                }
             }
         }
     }
     Err("no alternate could serve the boot".into())
 }
 
-/// Reads the config and the boot files from one alternate; installs the initrd.
+/// The alternate list from one central; an empty list is an error.
+fn list_from(tftp: &mut tftp::Client, central: [u8; 4]) -> Result<Vec<AltEntry>, String> {
+    let text = tftp
+        .read(central, LIST_PATH)
+        .map_err(|e| format!("{LIST_PATH}: {e}"))?;
+    match alt_list::parse(&String::from_utf8_lossy(&text))? {
+        list if list.is_empty() => Err("the alternate list is empty".into()),
+        list => Ok(list),
+    }
+}
+
+/// Reads the config and the boot files from one alternate, checks their SHA-256 where the
+/// config gives one, and installs the initrd.
 fn boot_from(
-    pxe: &mut BaseCode,
+    tftp: &mut tftp::Client,
     id: &str,
-    server: &IpAddr,
+    server: [u8; 4],
     config_path: &str,
 ) -> Result<(Vec<u8>, BootConfig), String> {
     let started = now_ms();
-    let text = fetch(pxe, server, config_path)?;
+    let text = tftp
+        .read(server, config_path)
+        .map_err(|e| format!("{config_path}: {e}"))?;
     let config = boot_config::parse(&String::from_utf8_lossy(&text))?;
     println!(
         "bootherd: {id}: config {config_path} ({} ms)",
@@ -190,12 +233,23 @@ fn boot_from(
     let mut files = Vec::new();
     for file in config.all_files() {
         let t = now_ms();
-        let bytes = fetch(pxe, server, &file.path)?;
+        let bytes = tftp
+            .read(server, &file.path)
+            .map_err(|e| format!("{}: {e}", file.path))?;
+        let fetched = now_ms().saturating_sub(t);
+        let checked = match file.sha256 {
+            Some(want) => {
+                if <[u8; 32]>::from(Sha256::digest(&bytes)) != want {
+                    return Err(format!("{}: SHA-256 mismatch", file.path));
+                }
+                "SHA-256 ok"
+            }
+            None => "no SHA-256 given",
+        };
         println!(
-            "bootherd: {id}: {} ({} bytes, {} ms)",
+            "bootherd: {id}: {} ({} bytes, {fetched} ms; {checked})",
             file.path,
             bytes.len(),
-            now_ms().saturating_sub(t)
         );
         files.push((file.path.clone(), bytes));
     }

@@ -36,6 +36,9 @@ Options:
                          then fetch the NBP the answer names from the central; the clients
                          send from the address their route to it takes
   --discovery HOST[:PORT]  the boot-server discovery socket [default: the --pxe host, 4011]
+  --backup-central HOST[:PORT]
+                         a central to ask for the list when the first gives none, or none of
+                         its alternates can serve (repeatable; after those the PXE answer names)
   --json                 print the summary and one record per client as JSON
   -v, --verbose          one line per client
   -h, --help             this help
@@ -74,6 +77,7 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
     };
     let proxy: Option<String> = args.value(&["--pxe"])?;
     let discovery: Option<String> = args.value(&["--discovery"])?;
+    let backup_centrals: Vec<String> = args.values(&["--backup-central"])?;
     let verbose = args.flag(&["-v", "--verbose"]);
     let json = args.flag(&["--json"]);
     args.finish()?;
@@ -125,7 +129,15 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
         None if discovery.is_some() => return Err(usage("--discovery goes with --pxe".into())),
         None => None,
     };
-    let options = ClientOptions { pxe, ..options };
+    let backup_centrals = backup_centrals
+        .iter()
+        .map(|b| resolve("--backup-central", b, 69))
+        .collect::<Result<_, _>>()?;
+    let options = ClientOptions {
+        pxe,
+        backup_centrals,
+        ..options
+    };
     let records = storm(&source, clients, spread, &options);
     let summary = Summary::of(&records);
     if json {

@@ -67,24 +67,43 @@ pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
     Ok(out)
 }
 
+/// How long iPXE waits for the first bytes of an alternate's per-client script (a progress
+/// timeout: reset by every byte received), like the other clients' first-answer limit. iPXE
+/// sees no ICMP errors, so a dead alternate costs this, and it counts bytes of data, not the
+/// OACK: an alternate must send its first DATA within it.
+pub const IPXE_TIMEOUT_MS: u32 = 1000;
+
 /// Renders the list as an iPXE script: chain to each alternate's per-client boot script in
-/// order, falling through (`||`) to the next when one does not answer. `--timeout` gives up on
-/// a silent alternate after 3 s instead of iPXE's own 16 s of retries; it is a progress timeout,
-/// so a slow alternate that is still sending is not cut off.
-pub fn render_ipxe(entries: &[AltEntry]) -> String {
+/// order, falling through (`||`) to the next when one fails or stays silent for
+/// [`IPXE_TIMEOUT_MS`]. When none can serve, the same list script of each of `backups` (other
+/// centrals, `HOST:PORT`) is tried, once: a fresh list from a central that may know better.
+pub fn render_ipxe(entries: &[AltEntry], backups: &[String]) -> String {
     let mut out = String::from("#!ipxe\n# bootherd alternate list v1, best first\n");
+    // Writing to a String cannot fail.
     for e in entries {
         for a in &e.addresses {
-            // Writing to a String cannot fail.
             let _ = writeln!(
                 out,
                 "echo bootherd: trying {id} at {a}\n\
-                 chain --autofree --timeout 3000 tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
+                 chain --autofree --timeout {IPXE_TIMEOUT_MS} tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
                  echo bootherd: {id} at {a} did not answer",
                 id = e.id,
                 path = super::boot_config::IPXE_CONFIG_DIR,
             );
         }
+    }
+    if !backups.is_empty() {
+        // A backup's script lists this central among its backups: ask each only once.
+        out.push_str("isset ${bootherd-backup} && goto bootherd_none ||\nset bootherd-backup 1\n");
+        for b in backups {
+            let _ = writeln!(
+                out,
+                "echo bootherd: asking central {b}\n\
+                 chain --autofree --timeout {IPXE_TIMEOUT_MS} tftp://{b}/{IPXE_LIST_PATH} || \
+                 echo bootherd: no boot through central {b}"
+            );
+        }
+        out.push_str(":bootherd_none\n");
     }
     out.push_str("echo bootherd: no alternate answered\nexit 1\n");
     out
@@ -130,12 +149,40 @@ mod tests {
 
     #[test]
     fn ipxe_rendering_tries_every_address_in_order() {
-        let script = render_ipxe(&entries());
+        let script = render_ipxe(&entries(), &[]);
         assert!(script.starts_with("#!ipxe\n"));
         let chains: Vec<&str> = script.lines().filter(|l| l.starts_with("chain")).collect();
         assert_eq!(chains.len(), 3);
-        assert!(chains[0].starts_with("chain --autofree --timeout 3000 tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
+        assert!(chains[0].starts_with("chain --autofree --timeout 1000 tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
         assert!(chains[2].contains("tftp://10.0.0.11:69/"));
-        assert!(script.ends_with("exit 1\n"));
+        assert!(
+            !script.contains("bootherd-backup"),
+            "no backups, no section"
+        );
+        assert!(script.ends_with("echo bootherd: no alternate answered\nexit 1\n"));
+    }
+
+    #[test]
+    fn ipxe_rendering_asks_backup_centrals_once_after_the_alternates() {
+        let script = render_ipxe(&entries(), &["10.0.0.2:69".into(), "10.0.0.3:69".into()]);
+        let lines: Vec<&str> = script.lines().collect();
+        let last_alternate = lines
+            .iter()
+            .rposition(|l| l.contains("bootherd.ipxe/"))
+            .unwrap();
+        assert_eq!(
+            &lines[last_alternate + 1..],
+            [
+                "isset ${bootherd-backup} && goto bootherd_none ||",
+                "set bootherd-backup 1",
+                "echo bootherd: asking central 10.0.0.2:69",
+                "chain --autofree --timeout 1000 tftp://10.0.0.2:69/bootherd/alternates.ipxe || echo bootherd: no boot through central 10.0.0.2:69",
+                "echo bootherd: asking central 10.0.0.3:69",
+                "chain --autofree --timeout 1000 tftp://10.0.0.3:69/bootherd/alternates.ipxe || echo bootherd: no boot through central 10.0.0.3:69",
+                ":bootherd_none",
+                "echo bootherd: no alternate answered",
+                "exit 1",
+            ]
+        );
     }
 }

@@ -54,23 +54,54 @@ impl BootConfig {
 
     /// Renders as an iPXE script that boots the kernel. Each initrd is also named on the
     /// command line (`initrd=NAME`): iPXE's EFI builds hand initrds to the kernel only that way.
+    ///
+    /// A file with a `sha256=` is checked after its download where iPXE can (`sha256sum
+    /// --set`: iPXE 2.0 and later, not in BIOS builds); a mismatch frees what was fetched and
+    /// fails the script, so the list script moves on to the next alternate. Where the command
+    /// is missing the check is skipped and the file is booted unchecked.
     pub fn render_ipxe(&self, base_url: &str) -> String {
         let mut out = String::from("#!ipxe\n");
         let mut cmdline = self.cmdline.clone();
+        let mut fetched = Vec::new();
+        let name = |f: &BootFile| String::from(f.path.rsplit('/').next().unwrap_or(&f.path));
         for f in &self.initrds {
             out.push_str(&alloc::format!("initrd {base_url}/{}\n", f.path));
-            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-            cmdline.push_str(&alloc::format!(" initrd={name}"));
+            cmdline.push_str(&alloc::format!(" initrd={}", name(f)));
+            check_ipxe(&mut out, f, &name(f), fetched.len());
+            fetched.push(name(f));
         }
         if let Some(k) = &self.kernel {
             out.push_str(&alloc::format!(
-                "kernel {base_url}/{} {}\nboot\n",
+                "kernel {base_url}/{} {}\n",
                 k.path,
                 cmdline.trim_start()
             ));
+            check_ipxe(&mut out, k, &name(k), fetched.len());
+            fetched.push(name(k));
+            out.push_str("boot\n");
+        }
+        if self.all_files().any(|f| f.sha256.is_some()) {
+            out.push_str(":bootherd_mismatch\necho bootherd: ${bootherd-file}: SHA-256 mismatch\n");
+            for name in &fetched {
+                out.push_str(&alloc::format!("imgfree {name} ||\n"));
+            }
+            out.push_str("exit 1\n");
         }
         out
     }
+}
+
+/// The iPXE lines that check image `name` against `file`'s SHA-256, if it has one; `n` makes
+/// the label unique.
+fn check_ipxe(out: &mut String, file: &BootFile, name: &str, n: usize) {
+    let Some(sum) = file.sha256 else { return };
+    let hex: String = sum.iter().map(|b| alloc::format!("{b:02x}")).collect();
+    out.push_str(&alloc::format!(
+        "set bootherd-file {name}\n\
+         sha256sum --set bootherd-sum {name} || goto bootherd_unchecked_{n}\n\
+         iseq ${{bootherd-sum}} {hex} || goto bootherd_mismatch\n\
+         :bootherd_unchecked_{n}\n"
+    ));
 }
 
 /// The candidate file names for a client, in lookup order.
@@ -239,5 +270,32 @@ mod tests {
             c.render_ipxe("tftp://10.0.0.1:69"),
             "#!ipxe\ninitrd tftp://10.0.0.1:69/i\nkernel tftp://10.0.0.1:69/k a=b initrd=i\nboot\n"
         );
+    }
+
+    #[test]
+    fn ipxe_rendering_checks_sums_where_given() {
+        let sum = "00".repeat(31) + "1f";
+        let c = parse(&alloc::format!(
+            "kernel boot/k sha256={sum}\ninitrd boot/i\ncmdline a=b\n"
+        ))
+        .unwrap();
+        let script = c.render_ipxe("tftp://10.0.0.1:69");
+        let want = alloc::format!(
+            "#!ipxe
+initrd tftp://10.0.0.1:69/boot/i
+kernel tftp://10.0.0.1:69/boot/k a=b initrd=i
+set bootherd-file k
+sha256sum --set bootherd-sum k || goto bootherd_unchecked_1
+iseq ${{bootherd-sum}} {sum} || goto bootherd_mismatch
+:bootherd_unchecked_1
+boot
+:bootherd_mismatch
+echo bootherd: ${{bootherd-file}}: SHA-256 mismatch
+imgfree i ||
+imgfree k ||
+exit 1
+"
+        );
+        assert_eq!(script, want);
     }
 }

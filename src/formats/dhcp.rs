@@ -2,6 +2,7 @@
 //! cached packets with these, and the server's responder shares the UUID formatting.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 /// The value of option `code` in a run of DHCP-style options (code, length, value; 0 pads, 255
 /// ends), if present and whole. PXE's option 43 sub-options have the same shape.
@@ -27,6 +28,28 @@ pub fn find_option(options: &[u8], code: u8) -> Option<&[u8]> {
 /// The value of option `code` in a whole DHCP packet (options start at byte 240).
 pub fn packet_option(packet: &[u8], code: u8) -> Option<&[u8]> {
     find_option(packet.get(240..)?, code)
+}
+
+/// The PXE boot server type bootherd announces its centrals as (0x8000 and up are vendor
+/// types).
+pub const BOOT_SERVER_TYPE: u16 = 0x8000;
+
+/// The boot servers of type `server_type` in a PXE option 43 payload (sub-option 8: type,
+/// count, IPv4 addresses; several types may follow each other), in order. Malformed entries
+/// end the list.
+pub fn boot_servers(option43: &[u8], server_type: u16) -> Vec<[u8; 4]> {
+    let mut out = Vec::new();
+    let mut rest = find_option(option43, 8).unwrap_or_default();
+    while let [t0, t1, count, tail @ ..] = rest {
+        let Some(addresses) = tail.get(..usize::from(*count) * 4) else {
+            break;
+        };
+        if u16::from_be_bytes([*t0, *t1]) == server_type {
+            out.extend(addresses.chunks(4).map(|a| [a[0], a[1], a[2], a[3]]));
+        }
+        rest = &tail[addresses.len()..];
+    }
+    out
 }
 
 /// DHCP option 97 (type 0 + 16 bytes) as the UUID string of the config path. PXE clients send
@@ -64,6 +87,26 @@ mod tests {
             Some("77777777-7777-4777-8777-525400770010")
         );
         assert_eq!(uuid_from_option_97(&option[1..]), None);
+    }
+
+    #[test]
+    fn boot_servers_by_type_in_order() {
+        // Discovery control, then two server types in one sub-option 8.
+        let option43 = [
+            6, 1, 3, 8, 18, 0x80, 0, 2, 10, 0, 0, 1, 10, 0, 0, 2, 0x12, 0x34, 1, 10, 0, 0, 9, 255,
+        ];
+        assert_eq!(
+            boot_servers(&option43, 0x8000),
+            [[10, 0, 0, 1], [10, 0, 0, 2]]
+        );
+        assert_eq!(boot_servers(&option43, 0x1234), [[10, 0, 0, 9]]);
+        assert_eq!(boot_servers(&option43, 1), Vec::<[u8; 4]>::new());
+        // A count past the end stops the list; no sub-option 8 is an empty list.
+        assert_eq!(
+            boot_servers(&[8, 7, 0x80, 0, 2, 10, 0, 0, 1], 0x8000),
+            Vec::<[u8; 4]>::new()
+        );
+        assert_eq!(boot_servers(&[6, 1, 8, 255], 0x8000), Vec::<[u8; 4]>::new());
     }
 
     #[test]

@@ -191,7 +191,8 @@ pub async fn recv_batch(socket: &Async<UdpSocket>, buf: &mut [u8]) -> io::Result
         .await
 }
 
-fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+/// The IP address and port of a received datagram's address, if it has one.
+pub(super) fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = addr.as_sockaddr_in() {
         return Some(SocketAddrV4::from(*v4).into());
     }

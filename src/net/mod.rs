@@ -2,11 +2,13 @@
 
 mod batch;
 mod busy_poll;
+mod icmp;
 
 pub use batch::{
     enable_receive_offload, recv_batch, BatchSender, Received, MAX_BATCH_BYTES, MAX_BATCH_DATAGRAMS,
 };
 pub use busy_poll::BusyPoll;
+pub use icmp::{is_unreachable, report_icmp_errors, take_icmp_errors};
 
 use std::future::Future;
 use std::io;

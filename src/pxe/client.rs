@@ -7,6 +7,8 @@ use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, Optio
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use super::responder::sanitize;
+use super::vendor::BOOT_SERVER_TYPE;
+use crate::formats::dhcp::boot_servers;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct PxeAnswer {
     pub file: Option<String>,
     /// Whether option 43 came with it (UEFI clients go on to discovery when it did not).
     pub vendor_options: bool,
+    /// bootherd's boot servers in option 43 (sub-option 8), in order: the central, then its
+    /// backups.
+    pub boot_servers: Vec<Ipv4Addr>,
 }
 
 impl PxeClient {
@@ -90,11 +95,21 @@ impl PxeClient {
                     .to_string()
             })
             .filter(|f| !f.is_empty());
+        let vendor = match m.opts().get(OptionCode::VendorExtensions) {
+            Some(DhcpOption::VendorExtensions(v)) => Some(v),
+            _ => None,
+        };
         Some(PxeAnswer {
             kind,
             server: m.siaddr(),
             file,
-            vendor_options: m.opts().get(OptionCode::VendorExtensions).is_some(),
+            vendor_options: vendor.is_some(),
+            boot_servers: vendor
+                .map(|v| boot_servers(v, BOOT_SERVER_TYPE))
+                .unwrap_or_default()
+                .into_iter()
+                .map(Ipv4Addr::from)
+                .collect(),
         })
     }
 }
@@ -105,15 +120,19 @@ mod tests {
     use crate::pxe::responder::{respond, Decision, PxeConfig, Service};
     use std::net::SocketAddr;
 
+    fn client(xid: u32, arch: u16) -> PxeClient {
+        PxeClient {
+            xid,
+            mac: [0x52, 0x54, 0, 1, 2, xid as u8],
+            uuid: [7; 16],
+            arch,
+            address: Ipv4Addr::LOCALHOST,
+        }
+    }
+
     #[test]
     fn simulated_client_and_responder_agree() {
-        let client = PxeClient {
-            xid: 0x1234_5678,
-            mac: [0x52, 0x54, 0, 1, 2, 3],
-            uuid: [7; 16],
-            arch: 7,
-            address: Ipv4Addr::LOCALHOST,
-        };
+        let client = client(0x1234_5678, 7);
         let from = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
         let server = Ipv4Addr::new(127, 0, 0, 1);
         let Decision::Reply { payload, to, .. } = respond(
@@ -147,7 +166,48 @@ mod tests {
         };
         let ack = client.read_answer(&payload).unwrap();
         assert_eq!((ack.kind, ack.vendor_options), (MessageType::Ack, true));
+        assert!(
+            ack.boot_servers.is_empty(),
+            "no backups configured, no list"
+        );
         let other = PxeClient { xid: 1, ..client };
         assert_eq!(other.read_answer(&payload), None, "another transaction");
+    }
+
+    #[test]
+    fn answers_name_the_backup_centrals_after_this_one() {
+        let backup = Ipv4Addr::new(127, 0, 0, 2);
+        let server = Ipv4Addr::LOCALHOST;
+        let config = PxeConfig {
+            backup_centrals: vec![server, backup],
+            ..PxeConfig::default()
+        };
+        let from = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+        for (arch, service) in [(7, Service::Discovery), (0, Service::Proxy)] {
+            let client = client(7, arch);
+            let request = match service {
+                Service::Proxy => client.discover(),
+                Service::Discovery => client.discovery_request(),
+            };
+            let Decision::Reply { payload, .. } =
+                respond(&config, service, &request.unwrap(), from, server)
+            else {
+                panic!("no answer")
+            };
+            let answer = client.read_answer(&payload).unwrap();
+            assert_eq!(answer.boot_servers, [server, backup], "arch {arch}");
+        }
+        // A UEFI proxy offer has no option 43 at all (the firmware must go on to 4011).
+        let uefi = client(8, 7);
+        let Decision::Reply { payload, .. } = respond(
+            &config,
+            Service::Proxy,
+            &uefi.discover().unwrap(),
+            from,
+            server,
+        ) else {
+            panic!("no offer")
+        };
+        assert!(!uefi.read_answer(&payload).unwrap().vendor_options);
     }
 }

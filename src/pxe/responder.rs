@@ -95,6 +95,10 @@ pub struct PxeConfig {
     pub boot_files: BootFiles,
     /// Offer a PXE menu with this one item (full discovery) instead of a plain offer.
     pub menu: Option<String>,
+    /// Other centrals, announced after this one in the boot server list (option 43
+    /// sub-option 8) of every answer with option 43: clients fetch their list from them when
+    /// this central dies after answering.
+    pub backup_centrals: Vec<Ipv4Addr>,
 }
 
 /// What the request told us about the client.
@@ -219,7 +223,14 @@ pub fn respond(
         Some(DhcpOption::VendorExtensions(v)) => find_boot_item(v),
         _ => None,
     };
-    let server = server_ip.octets();
+    // This central, then its backups: where discovery goes, and where a client whose central
+    // died after this answer asks for its list instead.
+    let mut servers = vec![server_ip];
+    servers.extend(config.backup_centrals.iter().filter(|&&b| b != server_ip));
+    let with_backups = |vendor: VendorOptions| match servers.len() {
+        1 => vendor,
+        _ => vendor.boot_servers(BOOT_SERVER_TYPE, &servers),
+    };
     let (vendor, file) = match service {
         Service::Proxy => match &config.menu {
             // iPXE's EFI build cannot use a menu: it always gets the file.
@@ -228,7 +239,7 @@ pub fn respond(
                     VendorOptions::default()
                         .discovery_control(UNICAST_ONLY)
                         .prompt(0, PROMPT)
-                        .boot_server(BOOT_SERVER_TYPE, server)
+                        .boot_servers(BOOT_SERVER_TYPE, &servers)
                         .menu_item(BOOT_SERVER_TYPE, menu)
                         .finish(),
                 ),
@@ -238,10 +249,12 @@ pub fn respond(
             _ if efi && !ipxe => (None, Some(file)),
             _ => (
                 Some(
-                    VendorOptions::default()
-                        .discovery_control(USE_BOOT_FILE)
-                        .prompt(0, PROMPT)
-                        .finish(),
+                    with_backups(
+                        VendorOptions::default()
+                            .discovery_control(USE_BOOT_FILE)
+                            .prompt(0, PROMPT),
+                    )
+                    .finish(),
                 ),
                 Some(file),
             ),
@@ -251,7 +264,7 @@ pub fn respond(
                 Some(item) => VendorOptions::default().boot_item(item),
                 None => VendorOptions::default().discovery_control(USE_BOOT_FILE),
             };
-            (Some(vendor.finish()), Some(file))
+            (Some(with_backups(vendor).finish()), Some(file))
         }
     };
     let payload = match build_reply(
@@ -358,6 +371,10 @@ const WANTED: [u8; 10] = [43, 53, 54, 60, 77, 93, 94, 97, 175, 55];
 
 /// A copy of the request that dhcproto can decode without panicking: the header (with a sane
 /// hardware address length) and the wanted options with valid lengths.
+///
+/// dhcproto joins consecutive options of one code into one value (RFC 3396 long options), also
+/// where options left out here stood between them, so lengths are checked on the joined value:
+/// two option 94s of 3 bytes each are one of 6 to the decoder, which asserts on it.
 pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
     if datagram.len() < DHCP_OPTIONS_START {
         return Err(format!(
@@ -372,7 +389,8 @@ pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
     if datagram[236..240] != [99, 130, 83, 99] {
         return Err("no DHCP magic cookie".into());
     }
-    let mut out = datagram[..DHCP_OPTIONS_START].to_vec();
+    // The wanted options as the decoder will see them: consecutive ones of a code joined.
+    let mut joined: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut rest = &datagram[DHCP_OPTIONS_START..];
     while let [code, tail @ ..] = rest {
         match code {
@@ -386,22 +404,38 @@ pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
                 let value = tail
                     .get(..len)
                     .ok_or(format!("option {code} runs past the end"))?;
-                let valid = match code {
-                    53 => len == 1,
-                    54 => len == 4,
-                    94 => len == 3,
-                    93 => len >= 2 && len % 2 == 0,
-                    _ => true,
-                };
-                if !valid {
-                    return Err(format!("option {code} has length {len}"));
-                }
                 if WANTED.contains(code) {
-                    out.extend_from_slice(&[*code, len as u8]);
-                    out.extend_from_slice(value);
+                    match joined.last_mut() {
+                        Some((last, joined_value)) if last == code => {
+                            joined_value.extend_from_slice(value)
+                        }
+                        _ => joined.push((*code, value.to_vec())),
+                    }
                 }
                 rest = &tail[len..];
             }
+        }
+    }
+    let mut out = datagram[..DHCP_OPTIONS_START].to_vec();
+    for (code, value) in joined {
+        let len = value.len();
+        let valid = match code {
+            53 => len == 1,
+            54 => len == 4,
+            94 => len == 3,
+            93 => len >= 2 && len % 2 == 0,
+            _ => true,
+        };
+        if !valid {
+            return Err(format!("option {code} has length {len}"));
+        }
+        // Long values go out as consecutive chunks again, which the decoder joins; an empty
+        // one as itself (left out, it would join its neighbours).
+        out.extend_from_slice(&[code, value.len().min(255) as u8]);
+        out.extend_from_slice(&value[..value.len().min(255)]);
+        for chunk in value.get(255..).unwrap_or_default().chunks(255) {
+            out.extend_from_slice(&[code, chunk.len() as u8]);
+            out.extend_from_slice(chunk);
         }
     }
     out.push(255);

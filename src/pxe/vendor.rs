@@ -9,8 +9,11 @@ pub const USE_BOOT_FILE: u8 = 0x08;
 /// Discovery control: bits 0 and 1: no broadcast or multicast discovery; unicast to the boot
 /// servers of sub-option 8 instead.
 pub const UNICAST_ONLY: u8 = 0x03;
-/// The boot server type bootherd announces (0x8000 and up are vendor types).
-pub const BOOT_SERVER_TYPE: u16 = 0x8000;
+pub use crate::formats::dhcp::BOOT_SERVER_TYPE;
+/// Most addresses in one boot server entry: a sub-option holds 255 bytes (3 + 4 per address).
+pub const MAX_BOOT_SERVERS: usize = 63;
+
+use std::net::Ipv4Addr;
 
 use crate::formats::dhcp::find_option;
 
@@ -44,11 +47,15 @@ impl VendorOptions {
         self.push(6, &[bits])
     }
 
-    /// Sub-option 8: one boot server type with one address.
-    pub fn boot_server(self, server_type: u16, address: [u8; 4]) -> Self {
+    /// Sub-option 8: one boot server type with its addresses, in the order to try (at most
+    /// [`MAX_BOOT_SERVERS`]; more are left out).
+    pub fn boot_servers(self, server_type: u16, addresses: &[Ipv4Addr]) -> Self {
+        let addresses = &addresses[..addresses.len().min(MAX_BOOT_SERVERS)];
         let mut v = server_type.to_be_bytes().to_vec();
-        v.push(1);
-        v.extend_from_slice(&address);
+        v.push(addresses.len() as u8);
+        for a in addresses {
+            v.extend_from_slice(&a.octets());
+        }
         self.push(8, &v)
     }
 
@@ -103,7 +110,7 @@ mod tests {
         let menu = VendorOptions::default()
             .discovery_control(UNICAST_ONLY)
             .prompt(0, "PXE")
-            .boot_server(BOOT_SERVER_TYPE, [10, 77, 0, 1])
+            .boot_servers(BOOT_SERVER_TYPE, &[Ipv4Addr::new(10, 77, 0, 1)])
             .menu_item(BOOT_SERVER_TYPE, "Lab")
             .finish();
         assert_eq!(
@@ -113,6 +120,18 @@ mod tests {
                 3, b'L', b'a', b'b', 255
             ]
         );
+    }
+
+    #[test]
+    fn boot_servers_round_trip_and_are_capped() {
+        let many: Vec<Ipv4Addr> = (0..70).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        let payload = VendorOptions::default()
+            .boot_servers(BOOT_SERVER_TYPE, &many)
+            .finish();
+        let read = crate::formats::dhcp::boot_servers(&payload, BOOT_SERVER_TYPE);
+        assert_eq!(read.len(), MAX_BOOT_SERVERS);
+        assert_eq!(read[62], [10, 0, 0, 62]);
+        assert_eq!(payload.len(), 2 + 3 + 4 * MAX_BOOT_SERVERS + 1);
     }
 
     #[test]

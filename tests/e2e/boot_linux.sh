@@ -5,13 +5,15 @@
 #   bh-e2e-dhcp     dnsmasq: plain DHCP (addresses only) + RA-only IPv6 router
 #   bh-e2e-central  bootherd central at 10.77.0.1: proxyDHCP, UDP 4011, TFTP with nothing but
 #                   the generated alternate list; iPXE clients get bootherd/alternates.ipxe
+#   bh-e2e-central2 a backup central at 10.77.0.2 (TFTP, reports), which the central names in
+#                   its PXE answers ([pxe] backup_centrals)
 #   bh-e2e-alt1..3  three alternates at 10.77.0.11-13, each on port 69 of its own address,
 #                   capped at 16, 10 and 6 MB/s (rate_limit), reporting every 500 ms, each with
 #                   the same boot set: Debian's current amd64 kernel (cached under
 #                   /var/cache/bootherd-e2e), a busybox-static initramfs whose /init prints
 #                   `BOOTHERD-MARKER booted-from=<bootherd.alt=>` and powers off, and
-#                   configs/default: kernel vmlinuz, initrd initrd.img,
-#                   cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
+#                   configs/default: kernel vmlinuz, initrd initrd.img (each with its
+#                   sha256=), cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
 # One alternate (alt1, the largest) is kept busy: three loops of `bootherd fetch` of a 256 MiB
 # file from the central's namespace, so the central orders it last.
 # Cases (QEMU TCG, SeaBIOS + iPXE ROM on e1000, -machine pc,graphics=off):
@@ -27,6 +29,17 @@
 #                 starts the kernel (initrd through LoadFile2): the marker names that first
 #   ovmf-fallback the same with the list's first alternate killed as the list goes out: the
 #                 NBP moves on to the second
+#   ovmf-corrupt  the same, but the two alternates ahead of the busy one serve a vmlinuz with
+#                 one byte changed: the NBP finds the SHA-256 mismatch on each and boots from
+#                 the last of the list, the busy alt1, whose kernel is intact
+#   ipxe-efi-corrupt  OVMF chainloads iPXE 2.0's EFI build (snponly.efi, built once from its
+#                 release and cached) as its NBP; iPXE runs the list script, and the per-client
+#                 scripts check sha256= (sha256sum --set): with the kernels of the two
+#                 alternates ahead of the busy one corrupted as in ovmf-corrupt, iPXE rejects
+#                 both and boots from the busy alt1
+#   ovmf-central-dies  the central is killed (SIGKILL) the moment it has sent the NBP: the NBP
+#                 gets its list from the backup central the PXE answer named (central2) and
+#                 boots; the central is restarted after the run
 #   aavmf-nbp     AAVMF (qemu-system-aarch64 virt, TCG) with the aarch64 Rust NBP: Debian's arm64
 #                 kernel and busybox (from the arm64 archive: dpkg --add-architecture arm64)
 #                 served as arm64/ on the alternates, with configs/arch-11
@@ -34,9 +47,10 @@
 # bootherd/alternates.ipxe; UEFI: bootherd-x64.efi and bootherd/alternates.txt). Each case runs
 # BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
 #
-# Usage (root): tests/e2e/boot_linux.sh [CASE...]        default: every case
+# Usage (root): tests/e2e/boot_linux.sh [CASE...]        default: every case but ipxe-efi-corrupt
 # Environment: those of lab.sh (BH_E2E_KEEP, BH_E2E_NO_BUILD, BH_E2E_IPXE_ROM), and
-# BH_E2E_RUNS (runs per case, 3), BH_E2E_LINUX_TIMEOUT (seconds per VM run, 300).
+# BH_E2E_RUNS (runs per case, 3), BH_E2E_LINUX_TIMEOUT (seconds per VM run, 300),
+# BH_E2E_IPXE_SRC (an iPXE v2.0.0 source tree for ipxe-efi-corrupt; else it is cloned).
 set -euo pipefail
 
 # shellcheck source=tests/e2e/lab.sh
@@ -45,7 +59,9 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback aavmf-nbp)
+ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies)
+# Only when asked for: it builds iPXE from a source tree (BH_E2E_IPXE_SRC) or GitHub.
+EXTRA_CASES=(ipxe-efi-corrupt)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS.fd
@@ -67,6 +83,8 @@ BUSY_WORKERS=3
 BALLAST_MIB=256
 MARKER="BOOTHERD-MARKER"
 DNSMASQ_ALONE_S=7.4 # the issue: dnsmasq alone (PXE + TFTP) to the marker, iPXE BIOS, this host
+IPXE2_TAG=v2.0.0    # the first iPXE release whose EFI builds have sha256sum --set
+IPXE2_EFI=$CACHE/ipxe-$IPXE2_TAG-snponly-x86_64.efi
 
 # ---------------------------------------------------------------------------------------------
 # The boot set
@@ -105,6 +123,28 @@ kernel_image() {
     cached=$(find "$CACHE" -maxdepth 1 -name "vmlinuz-*-$arch" -size +1M | sort -V | tail -n 1)
     [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-$arch failed and $CACHE is empty"
     echo "$cached"
+}
+
+# iPXE 2.0's EFI build that drives the NIC through the firmware (snponly.efi), built once and
+# cached: from the iPXE source tree BH_E2E_IPXE_SRC (a checkout of $IPXE2_TAG), else from a clone
+# of its release on GitHub.
+ipxe2_efi() {
+    local tmp src=${BH_E2E_IPXE_SRC:-}
+    if [ ! -s "$IPXE2_EFI" ]; then
+        tmp=$(mktemp -d /tmp/bh-e2e-ipxe.XXXXXX)
+        if [ -z "$src" ]; then
+            src=$tmp/ipxe
+            git clone -q --depth 1 --branch "$IPXE2_TAG" https://github.com/ipxe/ipxe.git "$src" >&2 ||
+                die "cannot clone iPXE $IPXE2_TAG (or give its source as BH_E2E_IPXE_SRC)"
+        fi
+        make -s -C "$src/src" -j "$(nproc)" bin-x86_64-efi/snponly.efi >&2 ||
+            die "cannot build iPXE $IPXE2_TAG"
+        mkdir -p "$CACHE"
+        cp "$src/src/bin-x86_64-efi/snponly.efi" "$IPXE2_EFI.part"
+        mv "$IPXE2_EFI.part" "$IPXE2_EFI"
+        rm -rf "$tmp"
+    fi
+    echo "$IPXE2_EFI"
 }
 
 # build_initrd OUT [BUSYBOX]: a gzipped newc cpio with busybox-static (the host's, or the static
@@ -147,8 +187,11 @@ arm64_busybox() {
     echo "$CACHE/busybox-arm64"
 }
 
-# $WORK/bootset: vmlinuz, initrd.img, configs/default, and the ballast the busy loops fetch
-# (sparse); every alternate's root is a hard-linked copy.
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# $WORK/bootset: vmlinuz, initrd.img, configs/default (with every file's SHA-256: the NBP
+# checks them), and the ballast the busy loops fetch (sparse); every alternate's root is a
+# hard-linked copy.
 make_boot_set() {
     local set=$WORK/bootset kernel
     kernel=$(kernel_image amd64)
@@ -156,17 +199,17 @@ make_boot_set() {
     cp "$kernel" "$set/vmlinuz"
     build_initrd "$set/initrd.img"
     truncate -s "${BALLAST_MIB}M" "$set/ballast.bin"
-    cat >"$set/configs/default" <<'EOF'
-kernel vmlinuz
-initrd initrd.img
-cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1
-EOF
+    # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
+    printf '%s\n' "kernel vmlinuz sha256=$(sha256 "$set/vmlinuz")" \
+        "initrd initrd.img sha256=$(sha256 "$set/initrd.img")" \
+        'cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/default"
     if [ "$ARM64" = 1 ]; then # arm64/: Debian's arm64 kernel and busybox, for AAVMF clients
         mkdir -p "$set/arm64"
         cp "$(kernel_image arm64)" "$set/arm64/vmlinuz"
         build_initrd "$set/arm64/initrd.img" "$(arm64_busybox)"
         # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
-        printf '%s\n' "kernel arm64/vmlinuz" "initrd arm64/initrd.img" \
+        printf '%s\n' "kernel arm64/vmlinuz sha256=$(sha256 "$set/arm64/vmlinuz")" \
+            "initrd arm64/initrd.img sha256=$(sha256 "$set/arm64/initrd.img")" \
             'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/arch-11"
     fi
     BOOT_BYTES=$(($(stat -c %s "$set/vmlinuz") + $(stat -c %s "$set/initrd.img")))
@@ -226,7 +269,9 @@ lab_up() {
     start_capture not \( host "$CENTRAL_IP" and host "${ALT_ADDRESS[$BUSY]}" and udp and not port 7411 \)
     start_dhcp
     CENTRAL_EXTRA="typical_boot_bytes = $BOOT_BYTES"
+    PXE_EXTRA="backup_centrals = [\"$CENTRAL2_IP\"]"
     start_central # iPXE clients get the generated list; UEFI ones the Rust NBP:
+    start_backup_central
     if [ "${BH_E2E_NO_BUILD:-0}" != 1 ] || [ ! -e "$NBP" ]; then
         rustup target add x86_64-unknown-uefi >/dev/null
         (cd "$REPO" && cargo build --quiet --release --manifest-path nbp/Cargo.toml \
@@ -241,7 +286,8 @@ lab_up() {
     fi
     start_alternates
     start_busy
-    say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP, alt1-3 ${ALT_ADDRESS[alt1]}-13" \
+    say "lab up in $WORK: dhcp $DHCP_IP, central $CENTRAL_IP (backup $CENTRAL2_IP)," \
+        "alt1-3 ${ALT_ADDRESS[alt1]}-13" \
         "(capacities 16/10/6 MB/s), $BUSY busy; central order: $(central_order "$(central_status)")"
 }
 
@@ -319,9 +365,10 @@ after_fallback() {
 # ---------------------------------------------------------------------------------------------
 # Cases
 
-# Arms a background watcher: the moment the central logs a list for a client, SIGKILL the
-# first alternate on it and note its id in $WORK/killed (with a bootherd-style time stamp).
-arm_killer() {
+# arm_killer_on REGEX KILL: a background watcher of the central's log that, at the first new
+# line matching REGEX, runs the function KILL (BASH_REMATCH holds the match; it kills something
+# and prints what) and notes "TIME killed WHAT" in $WORK/killed (a bootherd-style time stamp).
+arm_killer_on() {
     local from
     from=$(($(wc -l <"$WORK/central.log") + 1))
     rm -f "$WORK/killed"
@@ -330,9 +377,9 @@ arm_killer() {
         tail_pid=$!
         trap 'kill "$tail_pid" 2>/dev/null; exit 0' TERM
         while IFS= read -r line; do
-            [[ $line =~ $LIST_RE ]] || continue
-            kill -9 "${ALT_PID[${BASH_REMATCH[2]}]}"
-            printf '%s killed %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "${BASH_REMATCH[2]}" >"$WORK/killed"
+            [[ $line =~ $1 ]] || continue
+            what=$("$2")
+            printf '%s killed %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$what" >"$WORK/killed"
             break
         done
         kill "$tail_pid" 2>/dev/null
@@ -340,6 +387,15 @@ arm_killer() {
     KILLER_PID=$!
     PIDS+=("$KILLER_PID")
 }
+
+# The first alternate on the list just logged.
+kill_first_alternate() {
+    kill -9 "${ALT_PID[${BASH_REMATCH[2]}]}"
+    echo "${BASH_REMATCH[2]}"
+}
+
+# Arms a watcher that SIGKILLs the first alternate of the next list the central logs.
+arm_killer() { arm_killer_on "$LIST_RE" kill_first_alternate; }
 
 # expect_alternate_side ARCH: what any boot asks of an alternate, the config (default or
 # arch-ARCH) and the kernel; KERNEL_I is the kernel's expectation.
@@ -430,10 +486,16 @@ expect_nbp_boot() {
         "pxe: Discovery $CLIENT_MAC \(arch $arch, uuid.*boot file $nbp\.efi"
     expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent $nbp\.efi "
     expect "serial: the NBP read the list" serial "bootherd: alternate list \("
-    if [ "$1" = fallback ]; then
+    case $1 in
+    fallback)
         expect "serial: the NBP moved past the dead first alternate" serial \
             "bootherd: [a-z0-9]+ at [0-9.:]+: .*trying the next"
-    fi
+        ;;
+    corrupt)
+        expect "serial: the NBP found a kernel whose SHA-256 does not match" serial \
+            "bootherd: [a-z0-9]+ at [0-9.:]+: ${BOOT_DIR}vmlinuz: SHA-256 mismatch; trying the next"
+        ;;
+    esac
     expect_alternate_side "$arch"
     expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
     MARKER_I=${#EXP_LABEL[@]}
@@ -443,6 +505,10 @@ expect_nbp_boot() {
 boot_ovmf_vm() {
     cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
     wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+    boot_ovmf_vm_now "$1"
+}
+
+boot_ovmf_vm_now() {
     boot_vm "$1" "$LINUX_TIMEOUT" -machine q35 -m 512 \
         -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
         -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
@@ -492,6 +558,154 @@ case_ovmf_fallback() {
     done
 }
 
+# corrupt_kernel ID: alternate ID serves a vmlinuz with one byte changed, same size (its own
+# file: the roots are hard links of one boot set).
+corrupt_kernel() {
+    local f=$WORK/$1/boot/${BOOT_DIR}vmlinuz byte
+    cp "$f" "$f.bad"
+    byte=$(od -An -tu1 -j 4096 -N 1 "$f" | tr -d ' ')
+    # shellcheck disable=SC2059 # the format is the byte
+    printf "\\$(printf '%03o' $((byte ^ 0xff)))" | dd of="$f.bad" bs=1 seek=4096 conv=notrunc status=none
+    mv "$f.bad" "$f"
+}
+
+restore_kernel() { ln -f "$WORK/bootset/${BOOT_DIR}vmlinuz" "$WORK/$1/boot/${BOOT_DIR}vmlinuz"; }
+
+after_corrupt() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list booted last mismatches rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    last=$(awk '{ print $NF }' <<<"$list")
+    booted=${marker##*booted-from=}
+    mismatches=$(source_text serial | grep -c ": ${BOOT_DIR}vmlinuz: SHA-256 mismatch; trying the next" || true)
+    check_line "$([ "$mismatches" = 2 ] && echo 1 || echo 0)" \
+        "serial: two mismatches, one per corrupted alternate ($mismatches)" || rc=1
+    check_line "$([ "$booted" = "$last" ] && [ "$last" = "$BUSY" ] && echo 1 || echo 0)" \
+        "the marker names the list's last, the intact $BUSY (booted from $booted)" || rc=1
+    check_common "$ip" "$list" "$booted" "$NBP_FILES" || rc=1
+    return $rc
+}
+
+case_ovmf_corrupt() {
+    local run id
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || corrupt_kernel "$id"; done
+    for ((run = 1; run <= RUNS; run++)); do
+        expect_nbp_boot corrupt
+        AFTER_VM=after_corrupt
+        boot_ovmf_vm "ovmf-corrupt-$run"
+        note_times ovmf-corrupt
+    done
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || restore_kernel "$id"; done
+}
+
+after_ipxe_corrupt() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list booted last mismatches rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    last=$(awk '{ print $NF }' <<<"$list")
+    booted=${marker##*booted-from=}
+    mismatches=$(source_text serial | grep -c "bootherd: vmlinuz: SHA-256 mismatch" || true)
+    check_line "$([ "$mismatches" = 2 ] && echo 1 || echo 0)" \
+        "serial: iPXE found two mismatches, one per corrupted alternate ($mismatches)" || rc=1
+    check_line "$([ "$booted" = "$last" ] && [ "$last" = "$BUSY" ] && echo 1 || echo 0)" \
+        "the marker names the list's last, the intact $BUSY (booted from $booted)" || rc=1
+    # iPXE looks for autoexec.ipxe beside itself first.
+    check_common "$ip" "$list" "$booted" 'ipxe\.efi|autoexec\.ipxe:|bootherd/alternates\.ipxe' || rc=1
+    return $rc
+}
+
+# with_central_line LINE|-: restarts the central with LINE added to its [pxe] section (the
+# last one), or with the line added before removed (-).
+with_central_line() {
+    local config=$WORK/central/central.toml
+    if [ "$1" = - ]; then
+        sed -i '/^# case$/,$d' "$config"
+    else
+        printf '# case\n%s\n' "$1" >>"$config"
+    fi
+    stop_pid "$CENTRAL_PID"
+    run_central
+}
+
+case_ipxe_efi_corrupt() {
+    local run id
+    cp "$IPXE2_EFI" "$WORK/central/nbp/ipxe.efi"
+    with_central_line 'boot_efi_x64 = "ipxe.efi"'
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || corrupt_kernel "$id"; done
+    for ((run = 1; run <= RUNS; run++)); do
+        reset_expectations
+        EXP_MAIN_WHAT="marker"
+        expect "central: logged the client's list" central "$LIST_RE"
+        expect "central: discovery (4011) answer naming ipxe.efi" central \
+            "pxe: Discovery $CLIENT_MAC \(arch 7, uuid.*boot file ipxe\.efi"
+        expect "central: TFTP sent iPXE" central "tftp: $CLIENT_PEER: sent ipxe\.efi "
+        expect "central: proxy offer to iPXE naming bootherd/alternates.ipxe" central \
+            "pxe: Proxy $CLIENT_MAC \(arch 7, iPXE.*boot file bootherd/alternates\.ipxe"
+        expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at "
+        expect "serial: iPXE found a kernel whose SHA-256 does not match" serial \
+            "bootherd: vmlinuz: SHA-256 mismatch"
+        expect_alternate_side 7
+        MARKER_I=${#EXP_LABEL[@]}
+        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+        AFTER_VM=after_ipxe_corrupt
+        boot_ovmf_vm "ipxe-efi-corrupt-$run"
+        note_times ipxe-efi-corrupt
+    done
+    for id in "${ALTS[@]}"; do [ "$id" = "$BUSY" ] || restore_kernel "$id"; done
+    with_central_line -
+}
+
+kill_central() {
+    kill -9 "$CENTRAL_PID"
+    echo central
+}
+
+after_central_dies() {
+    local list_line=${VM_LINE[0]} marker=${VM_LINE[MARKER_I]} ip="" list first booted rc=0
+    [[ $list_line =~ $LIST_RE ]] && ip=${BASH_REMATCH[1]%:*}
+    list=$(list_ids "$list_line")
+    first=${list%% *}
+    booted=${marker##*booted-from=}
+    check_line "$([ -s "$WORK/killed" ] && echo 1 || echo 0)" \
+        "killed the central $(seconds_since "$VM_START_US" "$(cat "$WORK/killed" 2>/dev/null)") s after VM start, once it had sent the NBP" ||
+        rc=1
+    check_line "$(source_text central | grep -Eq "$LIST_RE" && echo 0 || echo 1)" \
+        "the central died before any list went out" || rc=1
+    check_line "$([ "$booted" = "$first" ] && echo 1 || echo 0)" \
+        "the marker names the first of the backup's list, $first (booted from $booted)" || rc=1
+    check_line "$(client_lines "$booted" "$ip" | grep -q ": sent vmlinuz " && echo 1 || echo 0)" \
+        "$booted: sent the client vmlinuz" || rc=1
+    return $rc
+}
+
+case_ovmf_central_dies() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        reset_expectations
+        EXP_MAIN_WHAT="marker"
+        expect "backup central: logged the client's list" central2 "$LIST_RE"
+        expect "central: TFTP sent the Rust NBP" central "tftp: $CLIENT_PEER: sent bootherd-x64\.efi "
+        expect "serial: the NBP found the central dead" serial \
+            "bootherd: central $CENTRAL_IP: .*trying the next"
+        expect "serial: the NBP read the backup's list" serial \
+            "bootherd: alternate list \([0-9]+ ms, central $CENTRAL2_IP\)"
+        expect_alternate_side 7
+        expect "serial: the NBP started the kernel" serial "bootherd: starting the kernel"
+        MARKER_I=${#EXP_LABEL[@]}
+        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+        AFTER_VM=after_central_dies
+        cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        # The central dies the moment it has sent the NBP.
+        arm_killer_on ": sent bootherd-x64\\.efi " kill_central
+        boot_ovmf_vm_now "ovmf-central-dies-$run"
+        stop_pid "$KILLER_PID"
+        note_times ovmf-central-dies
+        stop_pid "$CENTRAL_PID" KILL
+        run_central
+    done
+}
+
 not_ranked() { ! central_ranks "$1"; }
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -500,7 +714,7 @@ main() {
     local cases=("$@") c times
     [ ${#cases[@]} -gt 0 ] || cases=("${ALL_CASES[@]}")
     for c in "${cases[@]}"; do
-        declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]})"
+        declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]} ${EXTRA_CASES[*]})"
     done
     if [[ " ${cases[*]} " == *" aavmf-nbp "* ]]; then
         ARM64=1
@@ -512,7 +726,14 @@ main() {
             apt-get update -qq
         fi
     fi
+    if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then
+        LAB_PACKAGES+=(git make gcc perl liblzma-dev)
+    fi
     lab_main linux
+    if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then
+        ipxe2_efi >/dev/null
+        say "iPXE $IPXE2_TAG EFI build: $IPXE2_EFI"
+    fi
     lab_up
     for c in "${cases[@]}"; do "case_${c//-/_}"; done
     say "== seconds from VM start to the marker (dnsmasq alone: $DNSMASQ_ALONE_S s, iPXE BIOS, from the issue)"

@@ -8,13 +8,15 @@
 #                   PXE, no TFTP) plus an RA-only IPv6 router, so iPXE does not wait for an RA
 #   bh-e2e-central  bootherd central at 10.77.0.1: [pxe] on its veth (SO_BINDTODEVICE), TFTP
 #                   with the NBP files and the alternate list
+#   bh-e2e-central2 optional backup central at 10.77.0.2 (TFTP and reports, no PXE), announced
+#                   by the first in its PXE answers
 #   bh-e2e-ID       one bootherd alternate per namespace (alt1 at 10.77.0.11, ...)
 # Clients get addresses from 10.77.0.100-199. Every namespace named bh-e2e-* belongs to the
 # lab: a run holds /run/lock/bh-e2e-pxe.lock, and removes what a killed run left behind.
 #
 # The sourcing script calls lab_main (lock, traps, packages, host checks, build, work dir), then
-# builds its lab from make_bridge, attach_host, start_capture, start_dhcp, start_central,
-# setup_alternate and run_alternate, and boots clients with boot_vm.
+# builds its lab from make_bridge, attach_host, start_capture, start_dhcp, start_central (and
+# start_backup_central), setup_alternate and run_alternate, and boots clients with boot_vm.
 #
 # Environment: BH_E2E_KEEP=1 keeps the work directory (logs, serial output, lab.pcap; it is
 # always kept after a failure); BH_E2E_NO_BUILD=1 skips `cargo build --release`;
@@ -31,9 +33,10 @@ LAB_KEEP=${BH_E2E_KEEP:-0}
 NS_LAB=bh-e2e-lab
 NS_DHCP=bh-e2e-dhcp
 NS_CENTRAL=bh-e2e-central
+NS_CENTRAL2=bh-e2e-central2
 BRIDGE=bh-br0
 DHCP_IF=bh-dhcp0 CENTRAL_IF=bh-cent0
-DHCP_IP=10.77.0.254 CENTRAL_IP=10.77.0.1
+DHCP_IP=10.77.0.254 CENTRAL_IP=10.77.0.1 CENTRAL2_IP=10.77.0.2 CENTRAL2_IF=bh-cent2
 DHCP_IP6=fd77:77::254/64
 CLIENT_MAC=52:54:00:77:00:10
 CLIENT_UUID=77777777-7777-4777-8777-525400770010
@@ -48,6 +51,9 @@ LAB_FILES=("$IPXE_ROM" /dev/net/tun)                                     # to bo
 SERIAL=""    # the serial output of the VM running now (WORK: logs, configs, the capture)
 LAB_LOGS=()  # the bootherd and dnsmasq logs, by name ($WORK/NAME.log): sources for expect
 declare -A ALT_IP ALT_PID
+CENTRAL_PID="" CENTRAL2_PID=""
+CENTRALS=() # report addresses the alternates report to (start_central and
+            # start_backup_central add theirs)
 FAILURES=0
 
 say() { printf '%s\n' "$*"; }
@@ -168,7 +174,8 @@ start_dhcp() {
 }
 
 # The central with [pxe] on its veth; its TFTP root is $WORK/central/nbp (the caller may put
-# NBPs there; the alternate list is generated). CENTRAL_EXTRA holds more lines for [central].
+# NBPs there; the alternate list is generated). CENTRAL_EXTRA holds more lines for [central],
+# PXE_EXTRA for [pxe].
 start_central() {
     attach_host "$NS_CENTRAL" "$CENTRAL_IF" "$CENTRAL_IP"
     mkdir -p "$WORK/central/nbp"
@@ -183,11 +190,46 @@ ${CENTRAL_EXTRA:-}
 
 [pxe]
 interfaces = ["$CENTRAL_IF $CENTRAL_IP"]
+${PXE_EXTRA:-}
 EOF
     LAB_LOGS+=(central)
+    CENTRALS+=("$CENTRAL_IP:7411")
+    run_central
+}
+
+# run_central: starts (or restarts) the central, PID in CENTRAL_PID; its log is appended to.
+run_central() {
+    local before
+    before=$(grep -c 'central: reports on' "$WORK/central.log" 2>/dev/null || true)
     spawn "$NS_CENTRAL" "$WORK/central.log" env BOOTHERD_LOG=debug \
         "$BOOTHERD" central --config "$WORK/central/central.toml"
-    wait_for "central" 10 "$WORK/central.log" 'central: reports on'
+    CENTRAL_PID=$LAST_PID
+    disown "$LAST_PID" # a test may SIGKILL it: no "Killed" job notice from bash
+    wait_for "central" 10 - central_started "${before:-0}"
+}
+
+# central_started N: the central's log has more than N start lines.
+central_started() { [ "$(grep -c 'central: reports on' "$WORK/central.log")" -gt "$1" ]; }
+
+# A backup central at CENTRAL2_IP: TFTP (the generated list only) and reports, no PXE; start it
+# before the alternates, which report to every central. Its log is $WORK/central2.log.
+start_backup_central() {
+    attach_host "$NS_CENTRAL2" "$CENTRAL2_IF" "$CENTRAL2_IP"
+    mkdir -p "$WORK/central2"
+    cat >"$WORK/central2/central.toml" <<EOF
+key_file = "../report.key"
+
+[central]
+tftp_listen = "$CENTRAL2_IP:69"
+report_listen = "$CENTRAL2_IP:7411"
+${CENTRAL_EXTRA:-}
+EOF
+    LAB_LOGS+=(central2)
+    CENTRALS+=("$CENTRAL2_IP:7411")
+    spawn "$NS_CENTRAL2" "$WORK/central2.log" env BOOTHERD_LOG=debug \
+        "$BOOTHERD" central --config "$WORK/central2/central.toml"
+    CENTRAL2_PID=$LAST_PID
+    wait_for "backup central" 10 "$WORK/central2.log" 'central: reports on'
 }
 
 # setup_alternate ID ADDRESS [LINE...]: namespace bh-e2e-ID with interface bh-ID at ADDRESS,
@@ -202,7 +244,8 @@ setup_alternate() {
     mkdir -p "$WORK/$id/boot/configs"
     {
         printf 'key_file = "../report.key"\n\n[alternate]\nid = "%s"\n' "$id"
-        printf 'tftp_listen = "%s:69"\nroot = "boot"\ncentrals = ["%s:7411"]\n' "$address" "$CENTRAL_IP"
+        printf 'tftp_listen = "%s:69"\nroot = "boot"\ncentrals = [%s]\n' "$address" \
+            "$(printf '"%s", ' "${CENTRALS[@]:-$CENTRAL_IP:7411}" | sed 's/, $//')"
         printf '%s\n' "$@"
     } >"$WORK/$id/alternate.toml"
     : >"$WORK/$id.log"

@@ -376,6 +376,44 @@ fn hostile_packets_are_dropped_without_panicking() {
         .arch,
         7
     );
+    // Found by the pxe_responder fuzz target: two option 94s of valid length, apart in the
+    // request, are one of 6 bytes to dhcproto once the option between them is left out.
+    let mut twice94 = edit_option(OVMF_DISCOVER, 94, None);
+    twice94.pop();
+    twice94.extend_from_slice(&[94, 3, 1, 3, 0, 12, 1, b'x', 94, 3, 1, 3, 0, 255]);
+    assert!(
+        ignored(&PxeConfig::default(), Service::Proxy, &twice94).contains("option 94 has length 6")
+    );
+    // An empty option between two others stays: it keeps them apart (found the same way).
+    let mut apart94 = edit_option(OVMF_DISCOVER, 94, None);
+    apart94.pop();
+    apart94.extend_from_slice(&[94, 3, 1, 3, 0, 60, 0, 94, 3, 1, 3, 0, 255]);
+    let _ = respond(
+        &PxeConfig::default(),
+        Service::Proxy,
+        &apart94,
+        broadcast_client(),
+        SERVER,
+    );
+    // A long option split in two chunks is still one option (RFC 3396).
+    let mut split60 = edit_option(OVMF_DISCOVER, 60, None);
+    split60.pop();
+    split60.extend_from_slice(&[60, 9]);
+    split60.extend_from_slice(b"PXEClient");
+    split60.extend_from_slice(&[60, 21]);
+    split60.extend_from_slice(b":Arch:00007:UNDI:0030");
+    split60.push(255);
+    assert_eq!(
+        reply(
+            &PxeConfig::default(),
+            Service::Proxy,
+            &split60,
+            broadcast_client()
+        )
+        .client
+        .arch,
+        7
+    );
     let mut overrun = OVMF_DISCOVER[..DHCP_OPTIONS_START].to_vec();
     overrun.extend_from_slice(&[60, 200, b'P']);
     assert!(ignored(&PxeConfig::default(), Service::Proxy, &overrun).contains("runs past the end"));
