@@ -1,9 +1,12 @@
 //! The alternate boot server role: TFTP for the boot files and per-client config files, plus
 //! the load monitor that reports to every configured central.
 //!
-//! Signals: SIGTERM or SIGINT send a "leaving" report to every central and stop; SIGUSR1
-//! toggles draining (no new clients are sent here, transfers in progress finish).
+//! Signals: SIGTERM or SIGINT send a "leaving" report to every central, then the transfers in
+//! progress get `tftp.shutdown_grace_ms` to finish (the rest end with an ERROR); SIGHUP re-reads
+//! the config (see [`Alternate::run`]); SIGUSR1 toggles draining (no new clients are sent here,
+//! transfers in progress finish).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,18 +16,18 @@ use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
-use smol::stream::StreamExt;
-use smol::Timer;
+use smol::{Task, Timer};
 use sysinfo::System;
 
 use crate::config::AlternateConfig;
 use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
+use crate::lifecycle::{Control, Request, Shutdown};
 use crate::log;
 use crate::report::monitor::{digest_dir, Identity, Monitor, SystemSample};
 use crate::report::wire::{encode, hex, AltState, Key, Message};
 use crate::tftp::path::SafePath;
 use crate::tftp::progress::Progress;
-use crate::tftp::server::Server;
+use crate::tftp::server::{Server, Tuning};
 use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
 
 /// How often the monitor looks at the counters for edges (first transfer, last transfer).
@@ -95,21 +98,45 @@ impl FileSource for ConfigSource {
     }
 }
 
-/// Runs an alternate until SIGTERM/SIGINT: binds, drops to `user` if asked, then serves.
-pub fn run(config: AlternateConfig, user: Option<&str>) -> Result<(), String> {
+/// Runs an alternate until it stops: binds, drops to `user` if asked, then serves; `reload`
+/// re-reads the config on SIGHUP.
+pub fn run(
+    config: AlternateConfig,
+    user: Option<&str>,
+    reload: impl FnMut() -> Result<AlternateConfig, String> + 'static,
+) -> Result<(), String> {
     let alternate = Alternate::bind(config)?;
     if let Some(user) = user {
         crate::privileges::drop_to(user)?;
     }
-    smol::block_on(async {
-        let signals = async_signal::Signals::new([
-            async_signal::Signal::Term,
-            async_signal::Signal::Int,
-            async_signal::Signal::Usr1,
-        ])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        alternate.run(signals).await
-    })
+    // After the drop: that needs the process to have one thread, and signals start another.
+    let control = Control::from_signals(reload)?;
+    smol::block_on(alternate.run(control))
+}
+
+/// The address clients should use when the config names none: the TFTP address when it is a
+/// specific one, else this host's address on its route to `central` (what a UDP socket
+/// connected there is bound to), with the TFTP port. Never another host's address.
+pub fn default_advertise(bound: SocketAddr, central: SocketAddr) -> Result<SocketAddr, String> {
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    let any = match central {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|probe| {
+            probe.connect(central)?;
+            probe.local_addr()
+        })
+        .map(|local| SocketAddr::new(local.ip(), bound.port()))
+        .map_err(|e| {
+            format!(
+                "alternate.advertise is not set and this host has no route to central {central} \
+                 to take its address from ({e}): set alternate.advertise"
+            )
+        })
 }
 
 /// A bound alternate, ready to run.
@@ -138,7 +165,7 @@ impl Alternate {
             .map_err(|e| format!("cannot listen on {}: {e}", config.tftp_listen))?;
         let bound = server.local_addr().map_err(|e| e.to_string())?;
         let addresses = if config.advertise.is_empty() {
-            vec![bound]
+            vec![default_advertise(bound, config.centrals[0])?]
         } else {
             config.advertise.clone()
         };
@@ -157,18 +184,19 @@ impl Alternate {
         let monitor = Monitor::new(Identity {
             alternate: config.id.clone(),
             addresses,
-            boot_id: random_u64(),
+            boot_id: crate::sys::random_u64().map_err(|e| format!("cannot pick a boot id: {e}"))?,
             interval: config.interval,
             link_bytes_per_sec: config.link_bytes_per_sec,
             max_transfers: config.tftp.max_transfers.min(u32::MAX as usize) as u32,
             digest,
         });
         log::info!(
-            "alternate {}: boot files digest {}, reporting every {} ms to {:?}",
+            "alternate {}: boot files digest {}, clients told to use {}, reporting every {} ms to {}",
             config.id,
             hex(&digest),
+            list(&monitor.identity().addresses),
             config.interval.as_millis(),
-            config.centrals
+            list(&config.centrals)
         );
         Ok(Alternate {
             config,
@@ -185,12 +213,12 @@ impl Alternate {
         self.server.local_addr()
     }
 
-    /// Serves and reports until a stop signal arrives (`signals` yields SIGTERM, SIGINT or
-    /// SIGUSR1).
-    pub async fn run(
-        self,
-        mut signals: impl smol::stream::Stream<Item = io::Result<async_signal::Signal>> + Unpin,
-    ) -> Result<(), String> {
+    /// Serves and reports until it has stopped. A stop request sends a "leaving" report, then
+    /// gives the transfers in progress the config's grace period; a second one ends them at
+    /// once. A reload takes what can change without rebinding (key, centrals, interval, link
+    /// capacity and rate cap, TFTP limits, the boot files' digest, computed anew) and logs what
+    /// cannot (id, addresses, root, single-port mode).
+    pub async fn run(self, control: Control<AlternateConfig>) -> Result<(), String> {
         let Alternate {
             config,
             server,
@@ -199,9 +227,15 @@ impl Alternate {
             mut monitor,
             socket,
         } = self;
+        let Control {
+            mut requests,
+            mut reload,
+        } = control;
+        let shutdown = server.shutdown();
+        let tuning = server.tuning();
         let reporter = Reporter {
-            key: config.key.clone(),
-            centrals: config.centrals.clone(),
+            key: RefCell::new(config.key.clone()),
+            centrals: RefCell::new(config.centrals.clone()),
             socket: UdpSocket::try_from(socket).map_err(|e| e.to_string())?,
         };
         let serve = async {
@@ -212,6 +246,10 @@ impl Alternate {
         };
         let monitor_loop = async {
             let mut system = SystemSampler::new();
+            let mut running = Running {
+                config,
+                rehash: None,
+            };
             loop {
                 let now = Instant::now();
                 if let Some(report) = monitor.poll(
@@ -222,59 +260,187 @@ impl Alternate {
                 ) {
                     reporter.send(&Message::Report(report)).await;
                 }
-                let signal = async { signals.next().await }
+                running.stop_after_leaving(&monitor, &shutdown, progress.totals().active);
+                running.finish_rehash(&mut monitor).await;
+                let request = async { Some(requests.next().await) }
                     .or(async {
                         Timer::after(EDGE_CHECK).await;
                         None
                     })
                     .await;
-                match signal {
-                    Some(Ok(async_signal::Signal::Usr1)) => {
-                        let next = match monitor.state() {
-                            AltState::Draining => AltState::Serving,
-                            _ => AltState::Draining,
+                match request {
+                    Some(Request::ToggleDrain) => {
+                        let (next, what) = match monitor.state() {
+                            AltState::Draining => (AltState::Serving, "serving again"),
+                            AltState::Leaving => continue,
+                            AltState::Serving => (
+                                AltState::Draining,
+                                "draining: no new clients, transfers in progress finish",
+                            ),
                         };
-                        log::info!("alternate {}: now {next:?}", config.id);
+                        log::info!("alternate {}: {what}", running.config.id);
                         monitor.set_state(next);
                     }
-                    Some(Ok(_)) => break,
-                    Some(Err(e)) => log::warning!("alternate: signal stream: {e}"),
+                    Some(Request::Reload) => match reload() {
+                        Ok(new) => running.apply(new, &mut monitor, &reporter, &tuning),
+                        Err(e) => log::warning!(
+                            "alternate: reload refused, the running config stays: {e}"
+                        ),
+                    },
+                    // Reported at the top of the loop; the TFTP server stops after that.
+                    Some(Request::Stop) if monitor.state() != AltState::Leaving => {
+                        monitor.set_state(AltState::Leaving)
+                    }
+                    Some(Request::Stop) => {
+                        log::info!("alternate: stop again: ending transfers now");
+                        shutdown.begin(Duration::ZERO);
+                    }
                     None => {}
                 }
             }
-            monitor.set_state(AltState::Leaving);
-            if let Some(report) = monitor.poll(
-                Instant::now(),
-                progress.totals(),
-                boots_started.load(Ordering::Relaxed),
-                || system.sample(),
-            ) {
-                reporter.send(&Message::Report(report)).await;
-            }
-            log::info!("alternate {}: leaving", config.id);
-            Ok(())
         };
         serve.or(monitor_loop).await
     }
 }
 
-/// Sends signed messages to every central.
+/// What an alternate runs with, for reloads and the stop.
+struct Running {
+    config: AlternateConfig,
+    /// A digest being computed for a reload (off the executor: hashing reads every file).
+    rehash: Option<Task<io::Result<[u8; 32]>>>,
+}
+
+impl Running {
+    /// Once the "leaving" report is out, stops the TFTP server: no new transfers, and those in
+    /// progress get the grace period.
+    fn stop_after_leaving(&self, monitor: &Monitor, shutdown: &Shutdown, active: usize) {
+        if monitor.state() == AltState::Leaving && !shutdown.is_begun() {
+            let grace = self.config.tftp.shutdown_grace;
+            log::info!(
+                "alternate {}: leaving (reported to the centrals); {active} transfers in progress get {} ms",
+                self.config.id,
+                grace.as_millis()
+            );
+            shutdown.begin(grace);
+        }
+    }
+
+    /// Takes a re-read config: see [`Alternate::run`].
+    fn apply(
+        &mut self,
+        new: AlternateConfig,
+        monitor: &mut Monitor,
+        reporter: &Reporter,
+        tuning: &Tuning,
+    ) {
+        let old = &self.config;
+        let mut server = new.tftp.server(new.tftp_listen);
+        server.rate_limit = new.rate_limit.then_some(new.link_bytes_per_sec);
+        let mut restart: Vec<&str> = tuning
+            .apply(&server)
+            .into_iter()
+            .map(|name| match name {
+                "listen" => "alternate.tftp_listen",
+                "single_port" => "tftp.single_port",
+                _ => "alternate.rate_limit",
+            })
+            .collect();
+        for (key, differs) in [
+            ("alternate.id", new.id != old.id),
+            ("alternate.advertise", new.advertise != old.advertise),
+            ("alternate.root", new.root != old.root),
+        ] {
+            if differs {
+                restart.push(key);
+            }
+        }
+        *reporter.key.borrow_mut() = new.key.clone();
+        *reporter.centrals.borrow_mut() = new.centrals.clone();
+        let mut identity = monitor.identity().clone();
+        identity.interval = new.interval;
+        identity.link_bytes_per_sec = new.link_bytes_per_sec;
+        identity.max_transfers = new.tftp.max_transfers.min(u32::MAX as usize) as u32;
+        monitor.set_identity(identity);
+        let root = old.root.clone();
+        self.rehash = Some(smol::unblock(move || digest_dir(&root)));
+        log::info!(
+            "alternate {}: config reloaded (key, centrals, interval, link capacity, TFTP limits; boot-file digest being computed)",
+            old.id
+        );
+        if !restart.is_empty() {
+            log::warning!(
+                "alternate {}: {} changed but need a restart; running with the old values",
+                old.id,
+                restart.join(", ")
+            );
+        }
+        self.config = AlternateConfig {
+            id: old.id.clone(),
+            tftp_listen: old.tftp_listen,
+            advertise: old.advertise.clone(),
+            root: old.root.clone(),
+            ..new
+        };
+    }
+
+    /// Takes the digest of a reload once it is computed (never waits for it).
+    async fn finish_rehash(&mut self, monitor: &mut Monitor) {
+        if !self.rehash.as_ref().is_some_and(Task::is_finished) {
+            return;
+        }
+        let Some(task) = self.rehash.take() else {
+            return;
+        };
+        match task.await {
+            Ok(digest) => {
+                if digest != monitor.identity().digest {
+                    log::info!(
+                        "alternate {}: boot files digest now {}",
+                        self.config.id,
+                        hex(&digest)
+                    );
+                }
+                let mut identity = monitor.identity().clone();
+                identity.digest = digest;
+                monitor.set_identity(identity);
+            }
+            Err(e) => log::warning!(
+                "alternate {}: cannot hash {}: {e}; the digest stays",
+                self.config.id,
+                self.config.root.display()
+            ),
+        }
+    }
+}
+
+/// Addresses as "a, b".
+fn list(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Sends signed messages to every central (key and centrals change with a reload).
 struct Reporter {
-    key: Key,
-    centrals: Vec<SocketAddr>,
+    key: RefCell<Key>,
+    centrals: RefCell<Vec<SocketAddr>>,
     socket: UdpSocket,
 }
 
 impl Reporter {
     async fn send(&self, message: &Message) {
-        let bytes = match encode(message, &self.key) {
+        let bytes = match encode(message, &self.key.borrow()) {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::warning!("report: cannot encode: {e}");
                 return;
             }
         };
-        for central in &self.centrals {
+        // A copy: a reload may change the list while a send waits.
+        let centrals = self.centrals.borrow().clone();
+        for central in &centrals {
             if let Err(e) = self.socket.send_to(&bytes, central).await {
                 log::debug!("report: to {central}: {e}");
             }
@@ -314,19 +480,6 @@ impl SystemSampler {
             mem_permille: (system.used_memory() * 1000 / total).min(1000) as u16,
             load_avg_centi,
         }
-    }
-}
-
-/// 64 random bits from the kernel (a boot id, a nonce); the clock if that fails.
-pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    match std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-    {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The central boot server role: the report listener and ordering daemon, and TFTP for the NBP
 //! files and the alternate list generated on every request.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
@@ -12,14 +13,16 @@ use smol::net::UdpSocket;
 use crate::balance::{Drop, Ranked, Table};
 use crate::config::CentralConfig;
 use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
+use crate::lifecycle::{serve_until_stopped, Control, Request};
 use crate::log;
-use crate::pxe::responder::Service;
+use crate::pxe::responder::{PxeConfig, Service};
 use crate::pxe::server::PxeServer;
 use crate::report::wire::{
     decode, encode, DecodeError, Key, Message, StatusAnswer, MAX_DATAGRAM_LEN,
 };
+use crate::sys::unix_ms;
 use crate::tftp::path::SafePath;
-use crate::tftp::server::Server;
+use crate::tftp::server::{Server, Tuning};
 use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
 
 /// A status request more than this far from the central's clock is dropped.
@@ -29,13 +32,6 @@ type SharedTable = Arc<Mutex<Table>>;
 
 fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, Table> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Milliseconds since the Unix epoch (for replay windows of marks and status requests).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A client that asks for the list again from the same address and port within this window (it
@@ -120,6 +116,7 @@ impl FileSource for Nothing {
 
 /// A bound central, ready to run.
 pub struct Central {
+    config: CentralConfig,
     key: Key,
     table: SharedTable,
     reports: std::net::UdpSocket,
@@ -153,7 +150,8 @@ impl Central {
             None => None,
         };
         Ok(Central {
-            key: config.key,
+            key: config.key.clone(),
+            config,
             table,
             reports,
             server,
@@ -179,8 +177,9 @@ impl Central {
             .unwrap_or_default()
     }
 
-    /// Runs until a socket fails.
-    pub async fn run(self) -> Result<(), String> {
+    /// Runs until a socket fails, or until a stop request's shutdown is over; `control`'s
+    /// reload requests re-read the config.
+    pub async fn run(self, control: Control<CentralConfig>) -> Result<(), String> {
         for (service, addr) in self.pxe_addrs() {
             log::info!("central: PXE {service:?} on {addr}");
         }
@@ -190,12 +189,21 @@ impl Central {
             self.tftp_addr().map_err(|e| e.to_string())?
         );
         let Central {
+            config,
             key,
             table,
             reports,
             server,
             pxe,
         } = self;
+        let live = Live {
+            config: RefCell::new(config),
+            key: RefCell::new(key),
+            table: table.clone(),
+            tuning: server.tuning(),
+            pxe: pxe.as_ref().map(PxeServer::responder),
+        };
+        let shutdown = server.shutdown();
         let reports = UdpSocket::try_from(reports).map_err(|e| e.to_string())?;
         let pxe = async {
             match pxe {
@@ -216,14 +224,122 @@ impl Central {
                     .recv_from(&mut buf)
                     .await
                     .map_err(|e| format!("report socket: {e}"))?;
-                if let Some(reply) = handle_datagram(&key, &table, from, &buf[..n]) {
+                let reply = handle_datagram(&live.key.borrow(), &table, from, &buf[..n]);
+                if let Some(reply) = reply {
                     if let Err(e) = reports.send_to(&reply, from).await {
                         log::warning!("central: status answer to {from}: {e}");
                     }
                 }
             }
         };
-        serve.or(listen).or(pxe).await
+        let Control {
+            requests,
+            mut reload,
+        } = control;
+        serve_until_stopped(
+            serve.or(listen).or(pxe),
+            &shutdown,
+            || live.config.borrow().tftp.shutdown_grace,
+            requests,
+            |request| live.handle(request, &mut reload),
+        )
+        .await
+    }
+}
+
+/// What a running central can change without rebinding, for a reload.
+struct Live {
+    config: RefCell<CentralConfig>,
+    key: RefCell<Key>,
+    table: SharedTable,
+    tuning: Tuning,
+    pxe: Option<Arc<Mutex<PxeConfig>>>,
+}
+
+impl Live {
+    fn handle(&self, request: Request, reload: &mut dyn FnMut() -> Result<CentralConfig, String>) {
+        match request {
+            Request::Reload => match reload() {
+                Ok(new) => self.apply(new),
+                Err(e) => log::warning!("central: reload refused, the running config stays: {e}"),
+            },
+            Request::ToggleDrain => {
+                log::info!("central: SIGUSR1 ignored (draining is for alternates)")
+            }
+            // Handled by serve_until_stopped.
+            Request::Stop => {}
+        }
+    }
+
+    /// Takes the key, policy, TFTP limits and PXE boot files of `new`; logs what else differs
+    /// (addresses, directories, interfaces: they need a restart).
+    fn apply(&self, new: CentralConfig) {
+        let mut config = self.config.borrow_mut();
+        let mut restart: Vec<&str> = self
+            .tuning
+            .apply(&new.tftp.server(new.tftp_listen))
+            .into_iter()
+            .map(|name| match name {
+                "listen" => "central.tftp_listen",
+                "single_port" => "tftp.single_port",
+                other => other,
+            })
+            .collect();
+        if new.report_listen != config.report_listen {
+            restart.push("central.report_listen");
+        }
+        if new.tftp_root != config.tftp_root {
+            restart.push("central.tftp_root");
+        }
+        match (&self.pxe, &new.pxe, &config.pxe) {
+            (Some(responder), Some(new_pxe), Some(old_pxe)) => {
+                *responder.lock().unwrap_or_else(PoisonError::into_inner) =
+                    new_pxe.responder.clone();
+                if (
+                    &new_pxe.interfaces,
+                    new_pxe.proxy,
+                    new_pxe.proxy_port,
+                    new_pxe.discovery_port,
+                ) != (
+                    &old_pxe.interfaces,
+                    old_pxe.proxy,
+                    old_pxe.proxy_port,
+                    old_pxe.discovery_port,
+                ) {
+                    restart.push("pxe.interfaces (and proxy, ports)");
+                }
+            }
+            (_, None, None) => {}
+            _ => restart.push("pxe.interfaces"),
+        }
+        lock(&self.table).set_policy(new.policy.clone());
+        *self.key.borrow_mut() = new.key.clone();
+        log::info!("central: config reloaded (key, ordering policy, TFTP limits, PXE boot files)");
+        if !restart.is_empty() {
+            log::warning!(
+                "central: {} changed but need a restart; running with the old values",
+                restart.join(", ")
+            );
+        }
+        // What runs stays recorded, so that the next reload compares against it.
+        let (tftp_listen, report_listen, tftp_root, pxe) = (
+            config.tftp_listen,
+            config.report_listen,
+            config.tftp_root.clone(),
+            config.pxe.clone(),
+        );
+        *config = CentralConfig {
+            tftp_listen,
+            report_listen,
+            tftp_root,
+            pxe: pxe.map(|mut old| {
+                if let Some(new_pxe) = &new.pxe {
+                    old.responder = new_pxe.responder.clone();
+                }
+                old
+            }),
+            ..new
+        };
     }
 }
 
@@ -282,13 +398,19 @@ fn handle_datagram(
     }
 }
 
-/// Runs a central until it fails: binds, drops to `user` if asked, then serves.
-pub fn run(config: CentralConfig, user: Option<&str>) -> Result<(), String> {
+/// Runs a central until it fails or stops: binds, drops to `user` if asked, then serves.
+pub fn run(
+    config: CentralConfig,
+    user: Option<&str>,
+    reload: impl FnMut() -> Result<CentralConfig, String> + 'static,
+) -> Result<(), String> {
     let central = Central::bind(config)?;
     if let Some(user) = user {
         crate::privileges::drop_to(user)?;
     }
-    smol::block_on(central.run())
+    // After the drop: that needs the process to have one thread, and signals start another.
+    let control = Control::from_signals(reload)?;
+    smol::block_on(central.run(control))
 }
 
 #[cfg(test)]

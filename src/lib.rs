@@ -24,11 +24,13 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod formats;
+pub mod lifecycle;
 pub mod log;
 pub mod net;
 pub mod privileges;
 pub mod pxe;
 pub mod report;
+pub mod sys;
 pub mod tftp;
 
 #[doc(hidden)]

@@ -64,6 +64,18 @@ pub async fn fetch(
     retransmit: ClientRetransmit,
     out: &mut impl Write,
 ) -> Result<FetchStats, FetchError> {
+    fetch_with_progress(server, spec, retransmit, out, &mut |_, _| {}).await
+}
+
+/// [`fetch`], telling `progress` the bytes received so far and the size the server announced
+/// (with `tsize`) after every batch of datagrams.
+pub async fn fetch_with_progress(
+    server: SocketAddr,
+    spec: RequestSpec,
+    retransmit: ClientRetransmit,
+    out: &mut impl Write,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<FetchStats, FetchError> {
     let local: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -102,6 +114,7 @@ pub async fn fetch(
                     out.write_all(payload)?;
                 }
             }
+            progress(download.received(), download.tsize());
         }
         download.handle_timeout(now);
     }
