@@ -126,8 +126,17 @@ fn write_noted(level: Level, args: std::fmt::Arguments<'_>, note: &str) {
 /// A command's final error line (`bootherd central: ...`): priority "error" in the journal,
 /// no timestamp on a terminal.
 pub fn write_error(line: &str) {
+    write_plain(3, line);
+}
+
+/// A line that helps with the error before it (where `--help` is): priority "info".
+pub fn write_hint(line: &str) {
+    write_plain(6, line);
+}
+
+fn write_plain(priority: u8, line: &str) {
     if JOURNAL.load(Ordering::Relaxed) {
-        eprintln!("<3>{line}");
+        eprintln!("<{priority}>{line}");
     } else {
         eprintln!("{line}");
     }

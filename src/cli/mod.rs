@@ -206,6 +206,6 @@ fn write_out(text: &str) {
 /// which would push the mistake off the screen).
 fn usage_error(command: &Command, e: &UsageError) -> ExitCode {
     crate::log::write_error(&format!("bootherd {}: {e}", command.name));
-    eprintln!("Try 'bootherd {} --help'.", command.name);
+    crate::log::write_hint(&format!("Try 'bootherd {} --help'.", command.name));
     ExitCode::from(2)
 }
