@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
-use smol::{Task, Timer};
+use smol::Timer;
 use sysinfo::System;
 
 use crate::config::AlternateConfig;
@@ -247,7 +247,9 @@ impl Alternate {
         let monitor_loop = async {
             let mut system = SystemSampler::new();
             let mut running = Running {
-                config,
+                id: config.id.clone(),
+                root: config.root.clone(),
+                shutdown_grace: config.tftp.shutdown_grace,
                 rehash: None,
             };
             loop {
@@ -261,7 +263,7 @@ impl Alternate {
                     reporter.send(&Message::Report(report)).await;
                 }
                 running.stop_after_leaving(&monitor, &shutdown, progress.totals().active);
-                running.finish_rehash(&mut monitor).await;
+                running.finish_rehash(&mut monitor);
                 let request = async { Some(requests.next().await) }
                     .or(async {
                         Timer::after(EDGE_CHECK).await;
@@ -278,7 +280,7 @@ impl Alternate {
                                 "draining: no new clients, transfers in progress finish",
                             ),
                         };
-                        log::info!("alternate {}: {what}", running.config.id);
+                        log::info!("alternate {}: {what}", running.id);
                         monitor.set_state(next);
                     }
                     Some(Request::Reload) => match reload() {
@@ -305,9 +307,12 @@ impl Alternate {
 
 /// What an alternate runs with, for reloads and the stop.
 struct Running {
-    config: AlternateConfig,
-    /// A digest being computed for a reload (off the executor: hashing reads every file).
-    rehash: Option<Task<io::Result<[u8; 32]>>>,
+    id: String,
+    /// The root it serves (a new one needs a restart).
+    root: PathBuf,
+    shutdown_grace: Duration,
+    /// A digest being computed for a reload, on a thread of its own (hashing reads every file).
+    rehash: Option<std::thread::JoinHandle<io::Result<[u8; 32]>>>,
 }
 
 impl Running {
@@ -315,17 +320,17 @@ impl Running {
     /// progress get the grace period.
     fn stop_after_leaving(&self, monitor: &Monitor, shutdown: &Shutdown, active: usize) {
         if monitor.state() == AltState::Leaving && !shutdown.is_begun() {
-            let grace = self.config.tftp.shutdown_grace;
             log::info!(
                 "alternate {}: leaving (reported to the centrals); {active} transfers in progress get {} ms",
-                self.config.id,
-                grace.as_millis()
+                self.id,
+                self.shutdown_grace.as_millis()
             );
-            shutdown.begin(grace);
+            shutdown.begin(self.shutdown_grace);
         }
     }
 
-    /// Takes a re-read config: see [`Alternate::run`].
+    /// Takes a re-read config: see [`Alternate::run`]. Its id, addresses, root and rate cap
+    /// switch wait for a restart (the reload's caller says which changed).
     fn apply(
         &mut self,
         new: AlternateConfig,
@@ -333,70 +338,43 @@ impl Running {
         reporter: &Reporter,
         tuning: &Tuning,
     ) {
-        let old = &self.config;
         let mut server = new.tftp.server(new.tftp_listen);
         server.rate_limit = new.rate_limit.then_some(new.link_bytes_per_sec);
-        let mut restart: Vec<&str> = tuning
-            .apply(&server)
-            .into_iter()
-            .map(|name| match name {
-                "listen" => "alternate.tftp_listen",
-                "single_port" => "tftp.single_port",
-                _ => "alternate.rate_limit",
-            })
-            .collect();
-        for (key, differs) in [
-            ("alternate.id", new.id != old.id),
-            ("alternate.advertise", new.advertise != old.advertise),
-            ("alternate.root", new.root != old.root),
-        ] {
-            if differs {
-                restart.push(key);
-            }
-        }
-        *reporter.key.borrow_mut() = new.key.clone();
-        *reporter.centrals.borrow_mut() = new.centrals.clone();
+        tuning.apply(&server);
+        *reporter.key.borrow_mut() = new.key;
+        *reporter.centrals.borrow_mut() = new.centrals;
         let mut identity = monitor.identity().clone();
         identity.interval = new.interval;
         identity.link_bytes_per_sec = new.link_bytes_per_sec;
         identity.max_transfers = new.tftp.max_transfers.min(u32::MAX as usize) as u32;
         monitor.set_identity(identity);
-        let root = old.root.clone();
-        self.rehash = Some(smol::unblock(move || digest_dir(&root)));
+        self.shutdown_grace = new.tftp.shutdown_grace;
+        let root = self.root.clone();
+        self.rehash = Some(std::thread::spawn(move || digest_dir(&root)));
         log::info!(
             "alternate {}: config reloaded (key, centrals, interval, link capacity, TFTP limits; boot-file digest being computed)",
-            old.id
+            self.id
         );
-        if !restart.is_empty() {
-            log::warning!(
-                "alternate {}: {} changed but need a restart; running with the old values",
-                old.id,
-                restart.join(", ")
-            );
-        }
-        self.config = AlternateConfig {
-            id: old.id.clone(),
-            tftp_listen: old.tftp_listen,
-            advertise: old.advertise.clone(),
-            root: old.root.clone(),
-            ..new
-        };
     }
 
     /// Takes the digest of a reload once it is computed (never waits for it).
-    async fn finish_rehash(&mut self, monitor: &mut Monitor) {
-        if !self.rehash.as_ref().is_some_and(Task::is_finished) {
+    fn finish_rehash(&mut self, monitor: &mut Monitor) {
+        if !self
+            .rehash
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+        {
             return;
         }
-        let Some(task) = self.rehash.take() else {
+        let Some(hashing) = self.rehash.take() else {
             return;
         };
-        match task.await {
-            Ok(digest) => {
+        match hashing.join() {
+            Ok(Ok(digest)) => {
                 if digest != monitor.identity().digest {
                     log::info!(
                         "alternate {}: boot files digest now {}",
-                        self.config.id,
+                        self.id,
                         hex(&digest)
                     );
                 }
@@ -404,11 +382,13 @@ impl Running {
                 identity.digest = digest;
                 monitor.set_identity(identity);
             }
-            Err(e) => log::warning!(
+            Ok(Err(e)) => log::warning!(
                 "alternate {}: cannot hash {}: {e}; the digest stays",
-                self.config.id,
-                self.config.root.display()
+                self.id,
+                self.root.display()
             ),
+            // The hashing thread panicked: a bug, and the process aborts before this.
+            Err(_) => {}
         }
     }
 }

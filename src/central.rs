@@ -1,7 +1,7 @@
 //! The central boot server role: the report listener and ordering daemon, and TFTP for the NBP
 //! files and the alternate list generated on every request.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -197,11 +197,11 @@ impl Central {
             pxe,
         } = self;
         let live = Live {
-            config: RefCell::new(config),
             key: RefCell::new(key),
             table: table.clone(),
             tuning: server.tuning(),
             pxe: pxe.as_ref().map(PxeServer::responder),
+            shutdown_grace: Cell::new(config.tftp.shutdown_grace),
         };
         let shutdown = server.shutdown();
         let reports = UdpSocket::try_from(reports).map_err(|e| e.to_string())?;
@@ -239,7 +239,7 @@ impl Central {
         serve_until_stopped(
             serve.or(listen).or(pxe),
             &shutdown,
-            || live.config.borrow().tftp.shutdown_grace,
+            || live.shutdown_grace.get(),
             requests,
             |request| live.handle(request, &mut reload),
         )
@@ -249,11 +249,11 @@ impl Central {
 
 /// What a running central can change without rebinding, for a reload.
 struct Live {
-    config: RefCell<CentralConfig>,
     key: RefCell<Key>,
     table: SharedTable,
     tuning: Tuning,
     pxe: Option<Arc<Mutex<PxeConfig>>>,
+    shutdown_grace: Cell<Duration>,
 }
 
 impl Live {
@@ -271,75 +271,17 @@ impl Live {
         }
     }
 
-    /// Takes the key, policy, TFTP limits and PXE boot files of `new`; logs what else differs
-    /// (addresses, directories, interfaces: they need a restart).
+    /// Takes the key, policy, TFTP limits and PXE boot files and menu of `new`; its addresses
+    /// and directories wait for a restart (the reload's caller says which changed).
     fn apply(&self, new: CentralConfig) {
-        let mut config = self.config.borrow_mut();
-        let mut restart: Vec<&str> = self
-            .tuning
-            .apply(&new.tftp.server(new.tftp_listen))
-            .into_iter()
-            .map(|name| match name {
-                "listen" => "central.tftp_listen",
-                "single_port" => "tftp.single_port",
-                other => other,
-            })
-            .collect();
-        if new.report_listen != config.report_listen {
-            restart.push("central.report_listen");
+        self.tuning.apply(&new.tftp.server(new.tftp_listen));
+        if let (Some(responder), Some(pxe)) = (&self.pxe, new.pxe) {
+            *responder.lock().unwrap_or_else(PoisonError::into_inner) = pxe.responder;
         }
-        if new.tftp_root != config.tftp_root {
-            restart.push("central.tftp_root");
-        }
-        match (&self.pxe, &new.pxe, &config.pxe) {
-            (Some(responder), Some(new_pxe), Some(old_pxe)) => {
-                *responder.lock().unwrap_or_else(PoisonError::into_inner) =
-                    new_pxe.responder.clone();
-                if (
-                    &new_pxe.interfaces,
-                    new_pxe.proxy,
-                    new_pxe.proxy_port,
-                    new_pxe.discovery_port,
-                ) != (
-                    &old_pxe.interfaces,
-                    old_pxe.proxy,
-                    old_pxe.proxy_port,
-                    old_pxe.discovery_port,
-                ) {
-                    restart.push("pxe.interfaces (and proxy, ports)");
-                }
-            }
-            (_, None, None) => {}
-            _ => restart.push("pxe.interfaces"),
-        }
-        lock(&self.table).set_policy(new.policy.clone());
-        *self.key.borrow_mut() = new.key.clone();
+        lock(&self.table).set_policy(new.policy);
+        *self.key.borrow_mut() = new.key;
+        self.shutdown_grace.set(new.tftp.shutdown_grace);
         log::info!("central: config reloaded (key, ordering policy, TFTP limits, PXE boot files)");
-        if !restart.is_empty() {
-            log::warning!(
-                "central: {} changed but need a restart; running with the old values",
-                restart.join(", ")
-            );
-        }
-        // What runs stays recorded, so that the next reload compares against it.
-        let (tftp_listen, report_listen, tftp_root, pxe) = (
-            config.tftp_listen,
-            config.report_listen,
-            config.tftp_root.clone(),
-            config.pxe.clone(),
-        );
-        *config = CentralConfig {
-            tftp_listen,
-            report_listen,
-            tftp_root,
-            pxe: pxe.map(|mut old| {
-                if let Some(new_pxe) = &new.pxe {
-                    old.responder = new_pxe.responder.clone();
-                }
-                old
-            }),
-            ..new
-        };
     }
 }
 

@@ -121,6 +121,25 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("alternate.interval_ms", Kind::Int),
 ];
 
+/// Keys that a running role cannot change without binding sockets again or reopening its
+/// directories: a reload keeps their running values (and says which changed).
+pub const RESTART_KEYS: &[&str] = &[
+    "user",
+    "tftp.single_port",
+    "central.tftp_listen",
+    "central.tftp_root",
+    "central.report_listen",
+    "pxe.interfaces",
+    "pxe.proxy",
+    "pxe.proxy_port",
+    "pxe.discovery_port",
+    "alternate.id",
+    "alternate.tftp_listen",
+    "alternate.advertise",
+    "alternate.root",
+    "alternate.rate_limit",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Str,
@@ -154,7 +173,8 @@ pub struct Config {
     /// How errors name the file: its path, or "config" for text without one.
     name: String,
     values: BTreeMap<String, Toml>,
-    origins: BTreeMap<String, Origin>,
+    /// Where each key's value came from, latest first (a few dozen keys: a list will do).
+    origins: Vec<(String, Origin)>,
     base_dir: PathBuf,
     /// A key to use instead of reading one (see [`Config::set_key`]).
     key: Option<Key>,
@@ -251,16 +271,13 @@ impl Config {
     fn parse_named(name: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let at_line = |line: usize, why: &str| ConfigError(format!("{name} line {line}: {why}"));
-        let lines = scan(text).map_err(|(line, why)| at_line(line, &why))?;
+        let origins = scan(text).map_err(|(line, why)| at_line(line, &why))?;
         // The scan has checked the subset; nanoserde turns it into values.
         let values = TomlParser::parse(text).map_err(|e| at_line(e.line + 1, e.msg.trim()))?;
         let config = Config {
             name: name.to_string(),
             values,
-            origins: lines
-                .into_iter()
-                .map(|(key, line)| (key, Origin::Line(line)))
-                .collect(),
+            origins,
             base_dir: base_dir.to_path_buf(),
             key: None,
         };
@@ -302,9 +319,18 @@ impl Config {
                 ),
             };
             self.values.insert(key.to_string(), value);
-            self.origins.insert(key.to_string(), Origin::Set);
+            self.origins.insert(0, (key.to_string(), Origin::Set));
         }
         Ok(())
+    }
+
+    /// The keys of [`RESTART_KEYS`] that `newer` sets differently.
+    pub fn needs_restart(&self, newer: &Config) -> Vec<&'static str> {
+        RESTART_KEYS
+            .iter()
+            .copied()
+            .filter(|key| self.values.get(*key) != newer.values.get(*key))
+            .collect()
     }
 
     /// The central's settings, with its directories, key and addresses checked.
@@ -604,7 +630,7 @@ impl Config {
 
     /// "FILE line N: key `k`" or "--set k": where a key's value came from.
     fn locate(&self, key: &str) -> String {
-        match self.origins.get(key) {
+        match self.origins.iter().find(|(k, _)| k == key).map(|(_, o)| o) {
             Some(Origin::Line(line)) => format!("{} line {line}: key `{key}`", self.name),
             Some(Origin::Set) => format!("--set {key}"),
             None => format!("{}: key `{key}`", self.name),
@@ -755,9 +781,9 @@ fn did_you_mean(key: &str) -> String {
 
 /// Checks that `text` keeps to the subset the module documents; returns the line of every key
 /// (`section.key`), or the first mistake as (line, message).
-fn scan(text: &str) -> Result<BTreeMap<String, usize>, (usize, String)> {
-    let mut keys: BTreeMap<String, usize> = BTreeMap::new();
-    let mut sections: BTreeMap<String, usize> = BTreeMap::new();
+fn scan(text: &str) -> Result<Vec<(String, Origin)>, (usize, String)> {
+    let mut keys: Vec<(String, Origin)> = Vec::new();
+    let mut sections: Vec<(&str, usize)> = Vec::new();
     let mut section = String::new();
     let mut lines = text.lines().enumerate().map(|(n, l)| (n + 1, l));
     while let Some((n, raw)) = lines.next() {
@@ -775,7 +801,7 @@ fn scan(text: &str) -> Result<BTreeMap<String, usize>, (usize, String)> {
                 .ok_or((n, format!("{line}: a section header ends with ]")))?
                 .trim();
             check_bare(name).map_err(|why| (n, format!("section [{name}]: {why}")))?;
-            if let Some(first) = sections.insert(name.to_string(), n) {
+            if let Some((_, first)) = sections.iter().find(|(s, _)| *s == name) {
                 return Err((
                     n,
                     format!(
@@ -783,6 +809,7 @@ fn scan(text: &str) -> Result<BTreeMap<String, usize>, (usize, String)> {
                     ),
                 ));
             }
+            sections.push((name, n));
             section = name.to_string();
             continue;
         }
@@ -808,12 +835,13 @@ fn scan(text: &str) -> Result<BTreeMap<String, usize>, (usize, String)> {
             }
         }
         check_value(&value).map_err(|why| (n, format!("key `{full}`: {why}")))?;
-        if let Some(first) = keys.insert(full.clone(), n) {
+        if let Some((_, Origin::Line(first))) = keys.iter().find(|(k, _)| *k == full) {
             return Err((
                 n,
                 format!("key `{full}` is set again (first at line {first})"),
             ));
         }
+        keys.push((full, Origin::Line(n)));
     }
     Ok(keys)
 }

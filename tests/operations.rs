@@ -27,7 +27,6 @@ struct Lab {
 /// A role running as a child process.
 struct Role {
     daemon: Daemon,
-    config: PathBuf,
     /// Its report listener (central) or TFTP address (alternate).
     addr: SocketAddr,
 }
@@ -91,15 +90,16 @@ impl Lab {
         )
     }
 
+    /// `bootherd ROLE --config CONFIG`, once it has logged the address after `marker`.
+    fn start(&self, role: &str, config: PathBuf, marker: &str) -> Role {
+        let daemon = Daemon::spawn(&[role, "--config", config.to_str().unwrap()]);
+        let addr = daemon.addr_after(marker);
+        Role { daemon, addr }
+    }
+
     fn central(&self, central: &str) -> Role {
         let config = self.central_config("central.toml", central);
-        let daemon = Daemon::spawn(&["central", "--config", config.to_str().unwrap()]);
-        let addr = daemon.addr_after("reports on ");
-        Role {
-            daemon,
-            config,
-            addr,
-        }
+        self.start("central", config, "reports on ")
     }
 
     fn alternate_config(&self, id: &str, top: &str, alternate: &str, central: &Role) -> PathBuf {
@@ -114,13 +114,7 @@ impl Lab {
 
     fn alternate(&self, id: &str, top: &str, alternate: &str, central: &Role) -> Role {
         let config = self.alternate_config(id, top, alternate, central);
-        let daemon = Daemon::spawn(&["alternate", "--config", config.to_str().unwrap()]);
-        let addr = daemon.addr_after("serving on ");
-        Role {
-            daemon,
-            config,
-            addr,
-        }
+        self.start("alternate", config, "serving on ")
     }
 
     fn status(&self, central: &Role) -> Result<StatusAnswer, String> {
@@ -490,7 +484,6 @@ fn sighup_reloads_policy_capacity_key_and_digest_and_keeps_a_broken_config_out()
         assert!(role.daemon.try_wait().is_none());
     }
     assert!(row(&answer, "alt1").unwrap().score_us.is_some());
-    let _ = (&alt1.config, &alt2.config, &central.config);
 }
 
 #[test]

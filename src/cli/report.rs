@@ -203,8 +203,15 @@ fn watch(mut args: Args) -> Result<(), CliError> {
             seen += 1;
             let line = match decode(&buf[..n], &key) {
                 Ok(Message::Report(r)) => describe_report(&r),
-                Ok(Message::Mark(m)) => format!("mark {} {:?}", m.alternate, m.state),
-                Ok(other) => format!("{other:?}"),
+                Ok(Message::Mark(m)) => format!("mark {} {}", m.alternate, path_name(m.state)),
+                Ok(Message::StatusRequest(r)) => format!("status request (nonce {:016x})", r.nonce),
+                Ok(Message::StatusAnswer(a)) => {
+                    format!(
+                        "status answer (nonce {:016x}, {} alternates)",
+                        a.nonce,
+                        a.rows.len()
+                    )
+                }
                 Err(e) => format!("DROPPED ({n} bytes): {e}"),
             };
             say!("{from}: {line}");
@@ -215,11 +222,11 @@ fn watch(mut args: Args) -> Result<(), CliError> {
 
 fn describe_report(r: &LoadReport) -> String {
     format!(
-        "{} seq {} boot {:016x} {:?} active {}/{} remaining {:.1} MB rate {:.1} MB/s link {:.1} MB/s boots {} cpu {:.1}% mem {:.1}% load {:.2} digest {} addresses {}",
+        "{} seq {} boot {:016x} {} active {}/{} remaining {:.1} MB rate {:.1} MB/s link {:.1} MB/s boots {} cpu {:.1}% mem {:.1}% load {:.2} digest {} addresses {}",
         r.alternate,
         r.sequence,
         r.boot_id,
-        r.state,
+        state_name(r.state),
         r.active_transfers,
         r.max_transfers,
         r.bytes_remaining as f64 / 1e6,
@@ -329,6 +336,15 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
     }
     say!("dropped messages: bad tag {bad_tag}, replayed {replayed}, unknown alternate {unknown}, malformed {malformed}");
     Ok(())
+}
+
+/// A state as the command line writes it (`--state`).
+fn state_name(state: AltState) -> &'static str {
+    match state {
+        AltState::Serving => "serving",
+        AltState::Draining => "draining",
+        AltState::Leaving => "leaving",
+    }
 }
 
 fn path_name(p: PathState) -> String {

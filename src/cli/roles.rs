@@ -74,49 +74,68 @@ fn config_error(e: ConfigError) -> CliError {
     CliError::Usage(UsageError(e.0))
 }
 
-/// Reads the config for a start: the role's settings, the account to drop to, the log level.
+/// Reads the config for a start: the role's settings, the account to drop to, the log level,
+/// and the config itself (what a reload compares with).
 fn start<C>(
     source: &Source,
     role: fn(&Config) -> Result<C, ConfigError>,
-) -> Result<(C, Option<String>), CliError> {
+) -> Result<(C, Option<String>, Config), CliError> {
     let config = source.load().map_err(config_error)?;
     if let Some(level) = config.log_level().map_err(config_error)? {
         log::set_default_level(level);
     }
     let settings = role(&config).map_err(config_error)?;
-    Ok((settings, config.user().map_err(config_error)?))
+    let user = config.user().map_err(config_error)?;
+    Ok((settings, user, config))
 }
 
-/// Re-reads the config for a reload. A process that dropped root keeps the key it read at the
-/// start when it cannot read the key file any more (a key file only root may read).
-fn reread<C>(
-    source: &Source,
-    user: Option<&str>,
-    key: &mut Key,
+/// What re-reads the config for a reload, and says which of [`crate::config::RESTART_KEYS`]
+/// changed since the start (the role keeps their old values). A process that dropped root
+/// keeps the key it read at the start when it cannot read the key file any more (a key file
+/// only root may read).
+fn reloader<C>(
+    source: Source,
+    started: Config,
     role: fn(&Config) -> Result<C, ConfigError>,
     key_of: fn(&C) -> &Key,
-) -> Result<C, String> {
-    let mut config = source.load().map_err(|e| e.0)?;
-    if let (Err(e), Some(user)) = (config.key(), user) {
-        log::warning!("{e}; running as {user}, the key read at the start stays");
-        config.set_key(key.clone());
+    mut key: Key,
+) -> impl FnMut() -> Result<C, String> {
+    move || {
+        let mut config = source.load().map_err(|e| e.0)?;
+        if let (Err(e), Some(user)) = (config.key(), started.user().ok().flatten()) {
+            log::warning!("{e}; running as {user}, the key read at the start stays");
+            config.set_key(key.clone());
+        }
+        let level = config.log_level().map_err(|e| e.0)?;
+        config.user().map_err(|e| e.0)?;
+        let settings = role(&config).map_err(|e| e.0)?;
+        log::set_default_level(level.unwrap_or(Level::Info));
+        let restart = started.needs_restart(&config);
+        if !restart.is_empty() {
+            log::warning!(
+                "{} changed but need a restart; running with the old values",
+                restart.join(", ")
+            );
+        }
+        key = key_of(&settings).clone();
+        Ok(settings)
     }
-    let level = config.log_level().map_err(|e| e.0)?;
-    let new_user = config.user().map_err(|e| e.0)?;
-    let settings = role(&config).map_err(|e| e.0)?;
-    log::set_default_level(level.unwrap_or(Level::Info));
-    if new_user.as_deref() != user {
-        log::warning!("user changed but needs a restart; still running as before");
-    }
-    *key = key_of(&settings).clone();
-    Ok(settings)
+}
+
+/// Items as "a, b, c".
+fn joined<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn central(mut args: Args) -> Result<(), CliError> {
     let source = Source::from_args(&mut args)?;
     let check = args.flag(&["--check"]);
     args.finish()?;
-    let (central, user) = start(&source, Config::central)?;
+    let (central, user, started) = start(&source, Config::central)?;
     if check {
         say!(
             "{}: OK: central, TFTP on {} (NBP files: {}), reports on {}, PXE on {}",
@@ -128,26 +147,17 @@ pub fn central(mut args: Args) -> Result<(), CliError> {
                 .map_or("none".into(), |r| r.display().to_string()),
             central.report_listen,
             central.pxe.as_ref().map_or("no interface".into(), |p| {
-                p.interfaces
-                    .iter()
-                    .map(|i| format!("{} {}", i.binding, i.address))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                joined(
+                    p.interfaces
+                        .iter()
+                        .map(|i| format!("{} {}", i.binding, i.address)),
+                )
             }),
         );
         return Ok(());
     }
-    let mut key = central.key.clone();
-    let running_as = user.clone();
-    let reload = move || {
-        reread(
-            &source,
-            running_as.as_deref(),
-            &mut key,
-            Config::central,
-            |c| &c.key,
-        )
-    };
+    let key = central.key.clone();
+    let reload = reloader(source, started, Config::central, |c| &c.key, key);
     crate::central::run(central, user.as_deref(), reload).map_err(CliError::Failed)
 }
 
@@ -155,7 +165,7 @@ pub fn alternate(mut args: Args) -> Result<(), CliError> {
     let source = Source::from_args(&mut args)?;
     let check = args.flag(&["--check"]);
     args.finish()?;
-    let (alternate, user) = start(&source, Config::alternate)?;
+    let (alternate, user, started) = start(&source, Config::alternate)?;
     if check {
         let advertise = match alternate.advertise.is_empty() {
             true => {
@@ -163,12 +173,7 @@ pub fn alternate(mut args: Args) -> Result<(), CliError> {
                     .map_err(CliError::Failed)?
                     .to_string()
             }
-            false => alternate
-                .advertise
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            false => joined(&alternate.advertise),
         };
         let digest = crate::report::monitor::digest_dir(&alternate.root).map_err(|e| {
             CliError::Failed(format!("cannot hash {}: {e}", alternate.root.display()))
@@ -179,25 +184,11 @@ pub fn alternate(mut args: Args) -> Result<(), CliError> {
             alternate.id,
             alternate.tftp_listen,
             hex(&digest),
-            alternate
-                .centrals
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            joined(&alternate.centrals)
         );
         return Ok(());
     }
-    let mut key = alternate.key.clone();
-    let running_as = user.clone();
-    let reload = move || {
-        reread(
-            &source,
-            running_as.as_deref(),
-            &mut key,
-            Config::alternate,
-            |c| &c.key,
-        )
-    };
+    let key = alternate.key.clone();
+    let reload = reloader(source, started, Config::alternate, |c| &c.key, key);
     crate::alternate::run(alternate, user.as_deref(), reload).map_err(CliError::Failed)
 }

@@ -90,31 +90,21 @@ impl Tuning {
             .clone()
     }
 
-    /// Takes what `new` changes that a running server can; returns the names of the settings
-    /// that differ but need a restart (`listen`, `single_port`, `rate_limit` on or off).
-    pub fn apply(&self, new: &ServerConfig) -> Vec<&'static str> {
+    /// Takes what `new` changes that a running server can: limits, retransmission, the
+    /// transfer limit, and the rate of a rate cap it has (switching the cap on or off, the
+    /// address and single-port mode need a new server).
+    pub fn apply(&self, new: &ServerConfig) {
         let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut restart = Vec::new();
-        if new.listen != settings.listen {
-            restart.push("listen");
-        }
-        if new.single_port != settings.single_port {
-            restart.push("single_port");
-        }
-        match (&self.limiter, new.rate_limit) {
-            (Some(limiter), Some(rate)) if settings.rate_limit != Some(rate) => {
+        if let (Some(limiter), Some(rate)) = (&self.limiter, new.rate_limit) {
+            if settings.rate_limit != Some(rate) {
                 *limiter.lock().unwrap_or_else(PoisonError::into_inner) =
                     TokenBucket::new(rate, Instant::now());
+                settings.rate_limit = Some(rate);
             }
-            (Some(_), Some(_)) => {}
-            (None, None) => {}
-            _ => restart.push("rate_limit"),
         }
         settings.limits = new.limits;
         settings.retransmit = new.retransmit;
         settings.max_transfers = new.max_transfers;
-        settings.rate_limit = new.rate_limit.filter(|_| self.limiter.is_some());
-        restart
     }
 }
 
