@@ -537,23 +537,25 @@ fn sigterm_lets_transfers_finish_within_the_grace_period() {
 #[test]
 fn sigterm_ends_transfers_with_an_error_after_the_grace_period() {
     let lab = Lab::new();
-    let central = lab.central("");
-    let mut alt = lab.alternate("alt1", "[tftp]\nshutdown_grace_ms = 300\n", "", &central);
-    // A client that got its first block and went quiet: the transfer waits for its ACK.
-    let client = raw_socket();
-    client.send_to(&rrq("kernel"), alt.addr).unwrap();
-    let mut buf = [0u8; 2048];
-    let (n, _) = client.recv_from(&mut buf).unwrap();
-    assert_eq!(&buf[..4], [0, 3, 0, 1], "DATA 1 ({n} bytes)");
-    alt.daemon.signal("TERM");
-    assert_eq!(
-        wait_for_error(&client, Duration::from_secs(5)),
-        Some(0),
-        "the client is told, not left to time out"
-    );
-    assert!(alt.daemon.wait().success());
+    let mut central = lab.central("");
+    for single_port in [false, true] {
+        let tftp = format!("[tftp]\nshutdown_grace_ms = 300\nsingle_port = {single_port}\n");
+        let mut alt = lab.alternate("alt1", &tftp, "", &central);
+        // A client that got its first block and went quiet: the transfer waits for its ACK.
+        let client = raw_socket();
+        client.send_to(&rrq("kernel"), alt.addr).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..4], [0, 3, 0, 1], "DATA 1 ({n} bytes)");
+        alt.daemon.signal("TERM");
+        assert_eq!(
+            wait_for_error(&client, Duration::from_secs(5)),
+            Some(0),
+            "single_port {single_port}: the client is told, not left to time out"
+        );
+        assert!(alt.daemon.wait().success());
+    }
     // The central stops cleanly too.
-    let mut central = central;
     central.daemon.signal("TERM");
     assert!(central.daemon.wait().success());
 }
