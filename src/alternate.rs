@@ -21,7 +21,7 @@ use sysinfo::System;
 
 use crate::config::AlternateConfig;
 use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
-use crate::lifecycle::{Control, Request, Shutdown};
+use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
 use crate::report::monitor::{digest_dir, Identity, Monitor, SystemSample};
 use crate::report::wire::{encode, hex, AltState, Key, Message};
@@ -247,7 +247,6 @@ impl Alternate {
         let monitor_loop = async {
             let mut system = SystemSampler::new();
             let mut running = Running {
-                id: config.id.clone(),
                 root: config.root.clone(),
                 shutdown_grace: config.tftp.shutdown_grace,
                 rehash: None,
@@ -262,44 +261,45 @@ impl Alternate {
                 ) {
                     reporter.send(&Message::Report(report)).await;
                 }
-                running.stop_after_leaving(&monitor, &shutdown, progress.totals().active);
-                running.finish_rehash(&mut monitor);
-                let request = async { Some(requests.next().await) }
+                running.finish_rehash(&config.id, &mut monitor);
+                let signal = async { Some(requests.next().await) }
                     .or(async {
                         Timer::after(EDGE_CHECK).await;
                         None
                     })
                     .await;
-                match request {
+                match signal {
                     Some(Request::ToggleDrain) => {
-                        let (next, what) = match monitor.state() {
-                            AltState::Draining => (AltState::Serving, "serving again"),
-                            AltState::Leaving => continue,
-                            AltState::Serving => (
-                                AltState::Draining,
-                                "draining: no new clients, transfers in progress finish",
-                            ),
+                        let next = match monitor.state() {
+                            AltState::Draining => AltState::Serving,
+                            _ => AltState::Draining,
                         };
-                        log::info!("alternate {}: {what}", running.id);
+                        log::info!("alternate {}: now {next:?}", config.id);
                         monitor.set_state(next);
                     }
                     Some(Request::Reload) => match reload() {
-                        Ok(new) => running.apply(new, &mut monitor, &reporter, &tuning),
+                        Ok(new) => running.apply(&config.id, new, &mut monitor, &reporter, &tuning),
                         Err(e) => log::warning!(
                             "alternate: reload refused, the running config stays: {e}"
                         ),
                     },
-                    // Reported at the top of the loop; the TFTP server stops after that.
-                    Some(Request::Stop) if monitor.state() != AltState::Leaving => {
-                        monitor.set_state(AltState::Leaving)
-                    }
-                    Some(Request::Stop) => {
-                        log::info!("alternate: stop again: ending transfers now");
-                        shutdown.begin(Duration::ZERO);
-                    }
+                    Some(Request::Stop) => break,
                     None => {}
                 }
             }
+            monitor.set_state(AltState::Leaving);
+            if let Some(report) = monitor.poll(
+                Instant::now(),
+                progress.totals(),
+                boots_started.load(Ordering::Relaxed),
+                || system.sample(),
+            ) {
+                reporter.send(&Message::Report(report)).await;
+            }
+            log::info!("alternate {}: leaving", config.id);
+            running
+                .finish_transfers(&shutdown, &mut requests, progress.totals().active)
+                .await
         };
         serve.or(monitor_loop).await
     }
@@ -307,7 +307,6 @@ impl Alternate {
 
 /// What an alternate runs with, for reloads and the stop.
 struct Running {
-    id: String,
     /// The root it serves (a new one needs a restart).
     root: PathBuf,
     shutdown_grace: Duration,
@@ -316,16 +315,25 @@ struct Running {
 }
 
 impl Running {
-    /// Once the "leaving" report is out, stops the TFTP server: no new transfers, and those in
-    /// progress get the grace period.
-    fn stop_after_leaving(&self, monitor: &Monitor, shutdown: &Shutdown, active: usize) {
-        if monitor.state() == AltState::Leaving && !shutdown.is_begun() {
-            log::info!(
-                "alternate {}: leaving (reported to the centrals); {active} transfers in progress get {} ms",
-                self.id,
-                self.shutdown_grace.as_millis()
-            );
-            shutdown.begin(self.shutdown_grace);
+    /// After the "leaving" report: no new transfers, and those in progress get the grace
+    /// period (a second stop request ends them at once). Never returns: the TFTP server, which
+    /// runs beside this, ends the alternate once it has stopped.
+    async fn finish_transfers(
+        &self,
+        shutdown: &Shutdown,
+        requests: &mut Requests,
+        active: usize,
+    ) -> Result<(), String> {
+        log::info!(
+            "alternate: {active} transfers in progress get {} ms",
+            self.shutdown_grace.as_millis()
+        );
+        shutdown.begin(self.shutdown_grace);
+        loop {
+            if requests.next().await == Request::Stop {
+                log::info!("alternate: stop again: ending transfers now");
+                shutdown.begin(Duration::ZERO);
+            }
         }
     }
 
@@ -333,6 +341,7 @@ impl Running {
     /// switch wait for a restart (the reload's caller says which changed).
     fn apply(
         &mut self,
+        id: &str,
         new: AlternateConfig,
         monitor: &mut Monitor,
         reporter: &Reporter,
@@ -352,13 +361,12 @@ impl Running {
         let root = self.root.clone();
         self.rehash = Some(std::thread::spawn(move || digest_dir(&root)));
         log::info!(
-            "alternate {}: config reloaded (key, centrals, interval, link capacity, TFTP limits; boot-file digest being computed)",
-            self.id
+            "alternate {id}: config reloaded (key, centrals, interval, link capacity, TFTP limits; boot-file digest being computed)"
         );
     }
 
     /// Takes the digest of a reload once it is computed (never waits for it).
-    fn finish_rehash(&mut self, monitor: &mut Monitor) {
+    fn finish_rehash(&mut self, id: &str, monitor: &mut Monitor) {
         if !self
             .rehash
             .as_ref()
@@ -372,19 +380,14 @@ impl Running {
         match hashing.join() {
             Ok(Ok(digest)) => {
                 if digest != monitor.identity().digest {
-                    log::info!(
-                        "alternate {}: boot files digest now {}",
-                        self.id,
-                        hex(&digest)
-                    );
+                    log::info!("alternate {id}: boot files digest now {}", hex(&digest));
                 }
                 let mut identity = monitor.identity().clone();
                 identity.digest = digest;
                 monitor.set_identity(identity);
             }
             Ok(Err(e)) => log::warning!(
-                "alternate {}: cannot hash {}: {e}; the digest stays",
-                self.id,
+                "alternate {id}: cannot hash {}: {e}; the digest stays",
                 self.root.display()
             ),
             // The hashing thread panicked: a bug, and the process aborts before this.

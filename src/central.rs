@@ -116,12 +116,12 @@ impl FileSource for Nothing {
 
 /// A bound central, ready to run.
 pub struct Central {
-    config: CentralConfig,
     key: Key,
     table: SharedTable,
     reports: std::net::UdpSocket,
     server: Server,
     pxe: Option<PxeServer>,
+    shutdown_grace: Duration,
 }
 
 impl Central {
@@ -150,12 +150,12 @@ impl Central {
             None => None,
         };
         Ok(Central {
-            key: config.key.clone(),
-            config,
+            key: config.key,
             table,
             reports,
             server,
             pxe,
+            shutdown_grace: config.tftp.shutdown_grace,
         })
     }
 
@@ -189,19 +189,19 @@ impl Central {
             self.tftp_addr().map_err(|e| e.to_string())?
         );
         let Central {
-            config,
             key,
             table,
             reports,
             server,
             pxe,
+            shutdown_grace,
         } = self;
         let live = Live {
             key: RefCell::new(key),
             table: table.clone(),
             tuning: server.tuning(),
             pxe: pxe.as_ref().map(PxeServer::responder),
-            shutdown_grace: Cell::new(config.tftp.shutdown_grace),
+            shutdown_grace: Cell::new(shutdown_grace),
         };
         let shutdown = server.shutdown();
         let reports = UdpSocket::try_from(reports).map_err(|e| e.to_string())?;
