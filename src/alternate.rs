@@ -1,9 +1,12 @@
 //! The alternate boot server role: TFTP for the boot files and per-client config files, plus
 //! the load monitor that reports to every configured central.
 //!
-//! Signals: SIGTERM or SIGINT send a "leaving" report to every central and stop; SIGUSR1
-//! toggles draining (no new clients are sent here, transfers in progress finish).
+//! Signals: SIGTERM or SIGINT send a "leaving" report to every central, then the transfers in
+//! progress get `tftp.shutdown_grace_ms` to finish (the rest end with an ERROR); SIGHUP re-reads
+//! the config (see [`Alternate::run`]); SIGUSR1 toggles draining (no new clients are sent here,
+//! transfers in progress finish).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
-use smol::stream::StreamExt;
 use smol::Timer;
 use sysinfo::System;
 
 use crate::config::AlternateConfig;
 use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
+use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
 use crate::report::capacity::{CapacityEstimator, Learned};
 use crate::report::monitor::{digest_dir, Identity, Monitor, Observed, SystemSample};
@@ -26,7 +29,7 @@ use crate::report::state::AlternateState;
 use crate::report::wire::{encode, hex, AltState, Key, Message};
 use crate::tftp::path::SafePath;
 use crate::tftp::progress::Progress;
-use crate::tftp::server::Server;
+use crate::tftp::server::{Server, Tuning};
 use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
 
 /// How often the monitor looks at the counters for edges (first transfer, last transfer).
@@ -126,21 +129,45 @@ impl FileSource for ConfigSource {
     }
 }
 
-/// Runs an alternate until SIGTERM/SIGINT: binds, drops to `user` if asked, then serves.
-pub fn run(config: AlternateConfig, user: Option<&str>) -> Result<(), String> {
+/// Runs an alternate until it stops: binds, drops to `user` if asked, then serves; `reload`
+/// re-reads the config on SIGHUP.
+pub fn run(
+    config: AlternateConfig,
+    user: Option<&str>,
+    reload: impl FnMut() -> Result<AlternateConfig, String> + 'static,
+) -> Result<(), String> {
     let alternate = Alternate::bind(config)?;
     if let Some(user) = user {
         crate::privileges::drop_to(user)?;
     }
-    smol::block_on(async {
-        let signals = async_signal::Signals::new([
-            async_signal::Signal::Term,
-            async_signal::Signal::Int,
-            async_signal::Signal::Usr1,
-        ])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        alternate.run(signals).await
-    })
+    // After the drop: that needs the process to have one thread, and signals start another.
+    let control = Control::from_signals(reload)?;
+    smol::block_on(alternate.run(control))
+}
+
+/// The address clients should use when the config names none: the TFTP address when it is a
+/// specific one, else this host's address on its route to `central` (what a UDP socket
+/// connected there is bound to), with the TFTP port. Never another host's address.
+pub fn default_advertise(bound: SocketAddr, central: SocketAddr) -> Result<SocketAddr, String> {
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    let any = match central {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|probe| {
+            probe.connect(central)?;
+            probe.local_addr()
+        })
+        .map(|local| SocketAddr::new(local.ip(), bound.port()))
+        .map_err(|e| {
+            format!(
+                "alternate.advertise is not set and this host has no route to central {central} \
+                 to take its address from ({e}): set alternate.advertise"
+            )
+        })
 }
 
 /// A bound alternate, ready to run.
@@ -171,7 +198,7 @@ impl Alternate {
             .map_err(|e| format!("cannot listen on {}: {e}", config.tftp_listen))?;
         let bound = server.local_addr().map_err(|e| e.to_string())?;
         let addresses = if config.advertise.is_empty() {
-            vec![bound]
+            vec![default_advertise(bound, config.centrals[0])?]
         } else {
             config.advertise.clone()
         };
@@ -189,7 +216,7 @@ impl Alternate {
         let socket = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
         let state = StateKeeper::start(config.state_file.clone());
         let prior = link_speed(addresses[0].ip()).unwrap_or(DEFAULT_PRIOR);
-        let saved = state.state.capacity.aged(crate::central::unix_ms());
+        let saved = state.state.capacity.aged(crate::sys::unix_ms());
         let capacity = CapacityEstimator::new(prior, config.link_bytes_per_sec, saved);
         log::info!(
             "alternate {}: start {} of this alternate; link capacity {} ({})",
@@ -205,7 +232,8 @@ impl Alternate {
             Identity {
                 alternate: config.id.clone(),
                 addresses,
-                boot_id: random_u64(),
+                boot_id: crate::sys::random_u64()
+                    .map_err(|e| format!("cannot pick a boot id: {e}"))?,
                 boot_count: state.state.boot_count,
                 interval: config.interval,
                 max_transfers: config.tftp.max_transfers.min(u32::MAX as usize) as u32,
@@ -214,11 +242,12 @@ impl Alternate {
             capacity,
         );
         log::info!(
-            "alternate {}: boot files digest {}, reporting every {} ms to {:?}",
+            "alternate {}: boot files digest {}, clients told to use {}, reporting every {} ms to {}",
             config.id,
             hex(&digest),
+            list(&monitor.identity().addresses),
             config.interval.as_millis(),
-            config.centrals
+            list(&config.centrals)
         );
         Ok(Alternate {
             config,
@@ -236,12 +265,12 @@ impl Alternate {
         self.server.local_addr()
     }
 
-    /// Serves and reports until a stop signal arrives (`signals` yields SIGTERM, SIGINT or
-    /// SIGUSR1).
-    pub async fn run(
-        self,
-        mut signals: impl smol::stream::Stream<Item = io::Result<async_signal::Signal>> + Unpin,
-    ) -> Result<(), String> {
+    /// Serves and reports until it has stopped. A stop request sends a "leaving" report, then
+    /// gives the transfers in progress the config's grace period; a second one ends them at
+    /// once. A reload takes what can change without rebinding (key, centrals, interval, link
+    /// capacity and rate cap, TFTP limits, the boot files' digest, computed anew) and logs what
+    /// cannot (id, addresses, root, single-port mode).
+    pub async fn run(self, control: Control<AlternateConfig>) -> Result<(), String> {
         let Alternate {
             config,
             server,
@@ -251,9 +280,15 @@ impl Alternate {
             mut state,
             socket,
         } = self;
+        let Control {
+            mut requests,
+            mut reload,
+        } = control;
+        let shutdown = server.shutdown();
+        let tuning = server.tuning();
         let reporter = Reporter {
-            key: config.key.clone(),
-            centrals: config.centrals.clone(),
+            key: RefCell::new(config.key.clone()),
+            centrals: RefCell::new(config.centrals.clone()),
             socket: UdpSocket::try_from(socket).map_err(|e| e.to_string())?,
         };
         let serve = async {
@@ -272,20 +307,26 @@ impl Alternate {
         };
         let monitor_loop = async {
             let mut system = SystemSampler::new();
+            let mut running = Running {
+                root: config.root.clone(),
+                shutdown_grace: config.tftp.shutdown_grace,
+                rehash: None,
+            };
             loop {
                 let now = Instant::now();
                 if let Some(report) = monitor.poll(now, &observe(), || system.sample()) {
                     reporter.send(&Message::Report(report)).await;
                     state.keep(now, &config.id, monitor.capacity().learned());
                 }
-                let signal = async { signals.next().await }
+                running.finish_rehash(&config.id, &mut monitor);
+                let signal = async { Some(requests.next().await) }
                     .or(async {
                         Timer::after(EDGE_CHECK).await;
                         None
                     })
                     .await;
                 match signal {
-                    Some(Ok(async_signal::Signal::Usr1)) => {
+                    Some(Request::ToggleDrain) => {
                         let next = match monitor.state() {
                             AltState::Draining => AltState::Serving,
                             _ => AltState::Draining,
@@ -293,8 +334,13 @@ impl Alternate {
                         log::info!("alternate {}: now {next}", config.id);
                         monitor.set_state(next);
                     }
-                    Some(Ok(_)) => break,
-                    Some(Err(e)) => log::warning!("alternate: signal stream: {e}"),
+                    Some(Request::Reload) => match reload() {
+                        Ok(new) => running.apply(&config.id, new, &mut monitor, &reporter, &tuning),
+                        Err(e) => log::warning!(
+                            "alternate: reload refused, the running config stays: {e}"
+                        ),
+                    },
+                    Some(Request::Stop) => break,
                     None => {}
                 }
             }
@@ -302,9 +348,11 @@ impl Alternate {
             if let Some(report) = monitor.poll(Instant::now(), &observe(), || system.sample()) {
                 reporter.send(&Message::Report(report)).await;
             }
-            state.save(&config.id, monitor.capacity().learned());
+            state.save(monitor.capacity().learned());
             log::info!("alternate {}: leaving", config.id);
-            Ok(())
+            running
+                .finish_transfers(&shutdown, &mut requests, progress.totals().active)
+                .await
         };
         serve.or(monitor_loop).await
     }
@@ -367,13 +415,14 @@ impl StateKeeper {
             }
         }
         if moved || (learned.is_some() && now.duration_since(self.written) >= SAVE_EVERY) {
-            self.save(id, learned);
+            self.save(learned);
         }
     }
 
-    fn save(&mut self, _id: &str, learned: Option<Learned>) {
+    /// Writes what was learned (or keeps what was read, if nothing was learned since).
+    fn save(&mut self, learned: Option<Learned>) {
         self.state.capacity.learned = learned.or(self.state.capacity.learned);
-        self.state.capacity.saved_unix_ms = crate::central::unix_ms();
+        self.state.capacity.saved_unix_ms = crate::sys::unix_ms();
         self.write();
     }
 
@@ -391,25 +440,49 @@ impl StateKeeper {
     }
 }
 
-/// The speed of the network interface that has `ip`, bytes/s, where the kernel knows it
-/// (not for loopback, nor for most wireless links).
+/// The speed of the network interface that `ip` is on, bytes/s, where the kernel knows it (not
+/// for loopback, nor for most wireless links). Read from /proc and /sys rather than asked over
+/// netlink, which the packaged units do not allow.
 fn link_speed(ip: IpAddr) -> Option<u64> {
-    let name = nix::ifaddrs::getifaddrs()
-        .ok()?
-        .find(|i| {
-            i.address.as_ref().and_then(|a| {
-                a.as_sockaddr_in()
-                    .map(|v4| IpAddr::from(v4.ip()))
-                    .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
-            }) == Some(ip)
-        })?
-        .interface_name;
+    let name = match ip {
+        IpAddr::V4(v4) => {
+            let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+            interface_of_v4(&routes, v4)?
+        }
+        IpAddr::V6(v6) => {
+            let addresses = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+            addresses
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|f| f.first() == Some(&hex.as_str()))?
+                .get(5)?
+                .to_string()
+        }
+    };
     let mbit: u64 = std::fs::read_to_string(format!("/sys/class/net/{name}/speed"))
         .ok()?
         .trim()
         .parse()
         .ok()?;
     (mbit > 0).then_some(mbit * 125_000)
+}
+
+/// The interface of the most specific route in `/proc/net/route` (addresses in hex, in the
+/// kernel's byte order) whose network holds `ip`.
+fn interface_of_v4(routes: &str, ip: Ipv4Addr) -> Option<String> {
+    let ip = u32::from_le_bytes(ip.octets());
+    routes
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let field = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
+            let (destination, mask) = (field(1)?, field(7)?);
+            (ip & mask == destination).then(|| (mask.count_ones(), f[0].to_string()))
+        })
+        .max_by_key(|(bits, _)| *bits)
+        .map(|(_, name)| name)
 }
 
 /// CPU time the process has used.
@@ -421,23 +494,125 @@ fn process_cpu_time() -> Duration {
     )
 }
 
-/// Sends signed messages to every central.
+/// What an alternate runs with, for reloads and the stop.
+struct Running {
+    /// The root it serves (a new one needs a restart).
+    root: PathBuf,
+    shutdown_grace: Duration,
+    /// A digest being computed for a reload, on a thread of its own (hashing reads every file).
+    rehash: Option<std::thread::JoinHandle<io::Result<[u8; 32]>>>,
+}
+
+impl Running {
+    /// After the "leaving" report: no new transfers, and those in progress get the grace
+    /// period (a second stop request ends them at once). Never returns: the TFTP server, which
+    /// runs beside this, ends the alternate once it has stopped.
+    async fn finish_transfers(
+        &self,
+        shutdown: &Shutdown,
+        requests: &mut Requests,
+        active: usize,
+    ) -> Result<(), String> {
+        log::info!(
+            "alternate: {active} transfers in progress get {} ms",
+            self.shutdown_grace.as_millis()
+        );
+        shutdown.begin(self.shutdown_grace);
+        loop {
+            if requests.next().await == Request::Stop {
+                log::info!("alternate: stop again: ending transfers now");
+                shutdown.begin(Duration::ZERO);
+            }
+        }
+    }
+
+    /// Takes a re-read config: see [`Alternate::run`]. Its id, addresses, root and rate cap
+    /// switch wait for a restart (the reload's caller says which changed).
+    fn apply(
+        &mut self,
+        id: &str,
+        new: AlternateConfig,
+        monitor: &mut Monitor,
+        reporter: &Reporter,
+        tuning: &Tuning,
+    ) {
+        let mut server = new.tftp.server(new.tftp_listen);
+        server.rate_limit = new.link_bytes_per_sec.filter(|_| new.rate_limit);
+        tuning.apply(&server);
+        monitor.set_capacity_cap(new.link_bytes_per_sec);
+        *reporter.key.borrow_mut() = new.key;
+        *reporter.centrals.borrow_mut() = new.centrals;
+        let mut identity = monitor.identity().clone();
+        identity.interval = new.interval;
+        identity.max_transfers = new.tftp.max_transfers.min(u32::MAX as usize) as u32;
+        monitor.set_identity(identity);
+        self.shutdown_grace = new.tftp.shutdown_grace;
+        let root = self.root.clone();
+        self.rehash = Some(std::thread::spawn(move || digest_dir(&root)));
+        log::info!(
+            "alternate {id}: config reloaded (key, centrals, interval, capacity cap, TFTP limits; boot-file digest being computed)"
+        );
+    }
+
+    /// Takes the digest of a reload once it is computed (never waits for it).
+    fn finish_rehash(&mut self, id: &str, monitor: &mut Monitor) {
+        if !self
+            .rehash
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+        {
+            return;
+        }
+        let Some(hashing) = self.rehash.take() else {
+            return;
+        };
+        match hashing.join() {
+            Ok(Ok(digest)) => {
+                if digest != monitor.identity().digest {
+                    log::info!("alternate {id}: boot files digest now {}", hex(&digest));
+                }
+                let mut identity = monitor.identity().clone();
+                identity.digest = digest;
+                monitor.set_identity(identity);
+            }
+            Ok(Err(e)) => log::warning!(
+                "alternate {id}: cannot hash {}: {e}; the digest stays",
+                self.root.display()
+            ),
+            // The hashing thread panicked: a bug, and the process aborts before this.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Addresses as "a, b".
+fn list(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Sends signed messages to every central (key and centrals change with a reload).
 struct Reporter {
-    key: Key,
-    centrals: Vec<SocketAddr>,
+    key: RefCell<Key>,
+    centrals: RefCell<Vec<SocketAddr>>,
     socket: UdpSocket,
 }
 
 impl Reporter {
     async fn send(&self, message: &Message) {
-        let bytes = match encode(message, &self.key) {
+        let bytes = match encode(message, &self.key.borrow()) {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::warning!("report: cannot encode: {e}");
                 return;
             }
         };
-        for central in &self.centrals {
+        // A copy: a reload may change the list while a send waits.
+        let centrals = self.centrals.borrow().clone();
+        for central in &centrals {
             if let Err(e) = self.socket.send_to(&bytes, central).await {
                 log::debug!("report: to {central}: {e}");
             }
@@ -480,24 +655,28 @@ impl SystemSampler {
     }
 }
 
-/// 64 random bits from the kernel (a boot id, a nonce); the clock if that fails.
-pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    match std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-    {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
     use crate::tftp::path::sanitize;
+
+    #[test]
+    fn the_interface_of_an_address_is_its_most_specific_route() {
+        let routes =
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+            eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let of = |ip: [u8; 4]| interface_of_v4(routes, Ipv4Addr::from(ip));
+        assert_eq!(of([10, 0, 0, 11]).as_deref(), Some("eth0"));
+        assert_eq!(of([192, 168, 0, 5]).as_deref(), Some("eth1"));
+        assert_eq!(
+            of([172, 16, 0, 1]).as_deref(),
+            Some("eth0"),
+            "the default route"
+        );
+    }
 
     #[test]
     fn config_lookup_order_and_substitution() {

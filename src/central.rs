@@ -1,10 +1,11 @@
 //! The central boot server role: the report listener and ordering daemon, and TFTP for the NBP
 //! files and the alternate list generated on every request.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
@@ -12,13 +13,15 @@ use smol::net::UdpSocket;
 use crate::balance::{DropReason, Handled, Ranked, ReportEndpoint, Table};
 use crate::config::CentralConfig;
 use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
+use crate::lifecycle::{serve_until_stopped, Control, Request};
 use crate::log;
 use crate::net::Deadline;
-use crate::pxe::responder::Service;
+use crate::pxe::responder::{PxeConfig, Service};
 use crate::pxe::server::PxeServer;
 use crate::report::wire::MAX_DATAGRAM_LEN;
+use crate::sys::unix_ms;
 use crate::tftp::path::SafePath;
-use crate::tftp::server::Server;
+use crate::tftp::server::{Server, Tuning};
 use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
 
 /// How often the table is checked for alternates that went quiet or departed.
@@ -31,13 +34,6 @@ type SharedTable = Arc<Mutex<Table>>;
 
 fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, Table> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Milliseconds since the Unix epoch (for replay windows of marks and status requests).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A client that asks for the list again from the same address and port within this window (it
@@ -136,6 +132,7 @@ pub struct Central {
     reports: std::net::UdpSocket,
     server: Server,
     pxe: Option<PxeServer>,
+    shutdown_grace: Duration,
 }
 
 impl Central {
@@ -174,6 +171,7 @@ impl Central {
             reports,
             server,
             pxe,
+            shutdown_grace: config.tftp.shutdown_grace,
         })
     }
 
@@ -195,8 +193,9 @@ impl Central {
             .unwrap_or_default()
     }
 
-    /// Runs until a socket fails.
-    pub async fn run(self) -> Result<(), String> {
+    /// Runs until a socket fails, or until a stop request's shutdown is over; `control`'s
+    /// reload requests re-read the config.
+    pub async fn run(self, control: Control<CentralConfig>) -> Result<(), String> {
         for (service, addr) in self.pxe_addrs() {
             log::info!("central: PXE {service:?} on {addr}");
         }
@@ -206,12 +205,21 @@ impl Central {
             self.tftp_addr().map_err(|e| e.to_string())?
         );
         let Central {
-            mut endpoint,
+            endpoint,
             table,
             reports,
             server,
             pxe,
+            shutdown_grace,
         } = self;
+        let live = Live {
+            endpoint: RefCell::new(endpoint),
+            table: table.clone(),
+            tuning: server.tuning(),
+            pxe: pxe.as_ref().map(PxeServer::responder),
+            shutdown_grace: Cell::new(shutdown_grace),
+        };
+        let shutdown = server.shutdown();
         let reports = UdpSocket::try_from(reports).map_err(|e| e.to_string())?;
         let pxe = async {
             match pxe {
@@ -239,6 +247,7 @@ impl Central {
                 if let Some((n, from)) = received {
                     let (handled, reply) = {
                         let mut table = lock(&table);
+                        let mut endpoint = live.endpoint.borrow_mut();
                         endpoint.handle(&mut table, now, unix_ms(), from, &buf[..n])
                     };
                     log_handled(from, &handled);
@@ -255,11 +264,61 @@ impl Central {
                     while let Some(event) = table.poll_event() {
                         log::info!("central: {event}");
                     }
-                    drops.maybe_log(now, table.dropped(), endpoint.bad_tag_from());
+                    let bad_tag_from = live.endpoint.borrow().bad_tag_from();
+                    drops.maybe_log(now, table.dropped(), bad_tag_from);
                 }
             }
         };
-        serve.or(listen).or(pxe).await
+        let Control {
+            requests,
+            mut reload,
+        } = control;
+        serve_until_stopped(
+            serve.or(listen).or(pxe),
+            &shutdown,
+            || live.shutdown_grace.get(),
+            requests,
+            |request| live.handle(request, &mut reload),
+        )
+        .await
+    }
+}
+
+/// What a running central can change without rebinding, for a reload.
+struct Live {
+    endpoint: RefCell<ReportEndpoint>,
+    table: SharedTable,
+    tuning: Tuning,
+    pxe: Option<Arc<Mutex<PxeConfig>>>,
+    shutdown_grace: Cell<Duration>,
+}
+
+impl Live {
+    fn handle(&self, request: Request, reload: &mut dyn FnMut() -> Result<CentralConfig, String>) {
+        match request {
+            Request::Reload => match reload() {
+                Ok(new) => self.apply(new),
+                Err(e) => log::warning!("central: reload refused, the running config stays: {e}"),
+            },
+            Request::ToggleDrain => {
+                log::info!("central: SIGUSR1 ignored (draining is for alternates)")
+            }
+            // Handled by serve_until_stopped.
+            Request::Stop => {}
+        }
+    }
+
+    /// Takes the key, policy, TFTP limits and PXE boot files and menu of `new`; its addresses
+    /// and directories wait for a restart (the reload's caller says which changed).
+    fn apply(&self, new: CentralConfig) {
+        self.tuning.apply(&new.tftp.server(new.tftp_listen));
+        if let (Some(responder), Some(pxe)) = (&self.pxe, new.pxe) {
+            *responder.lock().unwrap_or_else(PoisonError::into_inner) = pxe.responder;
+        }
+        lock(&self.table).set_policy(new.policy);
+        self.endpoint.borrow_mut().set_key(new.key);
+        self.shutdown_grace.set(new.tftp.shutdown_grace);
+        log::info!("central: config reloaded (key, ordering policy, TFTP limits, PXE boot files)");
     }
 }
 
@@ -321,13 +380,19 @@ impl DropLog {
     }
 }
 
-/// Runs a central until it fails: binds, drops to `user` if asked, then serves.
-pub fn run(config: CentralConfig, user: Option<&str>) -> Result<(), String> {
+/// Runs a central until it fails or stops: binds, drops to `user` if asked, then serves.
+pub fn run(
+    config: CentralConfig,
+    user: Option<&str>,
+    reload: impl FnMut() -> Result<CentralConfig, String> + 'static,
+) -> Result<(), String> {
     let central = Central::bind(config)?;
     if let Some(user) = user {
         crate::privileges::drop_to(user)?;
     }
-    smol::block_on(central.run())
+    // After the drop: that needs the process to have one thread, and signals start another.
+    let control = Control::from_signals(reload)?;
+    smol::block_on(central.run(control))
 }
 
 #[cfg(test)]

@@ -1,14 +1,20 @@
 //! The config file of both roles: a TOML subset read with nanoserde.
 //!
-//! Supported: `key = value` lines with strings (`"..."`, no escapes), integers, booleans and
-//! arrays of strings; `[section]` headers. Not supported (nanoserde mishandles them, so they
-//! are refused or never needed): arrays of tables, inline tables, escapes in strings.
-//! Errors name the line and the key. `--set section.key=value` on the command line overrides a
-//! key of the file.
+//! Accepted, one item per line: `[section]` headers; `key = value` with a bare key (letters,
+//! digits, `_`, `-`) and a value that is a string in double quotes (no escapes), a whole
+//! decimal number (`_` between digits allowed), `true`/`false`, or an array of such strings
+//! (it may span lines, a trailing comma is fine); `#` comments; a UTF-8 byte order mark at the
+//! start is ignored. Everything else of TOML is refused with a message that names it (single
+//! quotes, escapes, hex, octal, binary and floating-point numbers, dates, inline tables,
+//! dotted or quoted keys, `[[arrays of tables]]`), and so are a section or a key given twice.
+//! Every error names where the value came from: `FILE line 12: key \`x\`: ...`, or
+//! `--set x: ...` for a command-line override.
 //!
 //! ```toml
 //! key_file = "/etc/bootherd/report.key"   # pre-shared report key, at least 16 bytes
+//! key_credential = "report.key"           # or: a systemd credential (LoadCredential=)
 //! user = "nobody"                         # drop root after binding (optional)
+//! log = "info"                            # off, warn, info, debug (BOOTHERD_LOG wins)
 //!
 //! [tftp]                                  # both roles
 //! max_blksize = 1468
@@ -17,6 +23,7 @@
 //! timeout_ms = 1000
 //! retries = 5
 //! single_port = false
+//! shutdown_grace_ms = 10000               # SIGTERM: transfers get this long to finish
 //!
 //! [central]
 //! tftp_listen = "0.0.0.0:69"
@@ -40,7 +47,8 @@
 //! [alternate]
 //! id = "alt1"
 //! tftp_listen = "0.0.0.0:69"
-//! advertise = ["10.0.0.11:69"]            # what clients should use [default: tftp_listen]
+//! advertise = ["10.0.0.11:69"]            # what clients should use [default: this host's
+//!                                         # address towards the first central]
 //! root = "/srv/bootherd/boot"
 //! link_bytes_per_sec = 125000000         # optional cap on the capacity it learns
 //! rate_limit = false                      # cap sending at link_bytes_per_sec
@@ -50,13 +58,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nanoserde::{Toml, TomlParser};
 
 use crate::balance::{ListOrder, Policy, SubnetCost};
+use crate::log::{self, Level};
 use crate::pxe::responder::{BootFiles, PxeConfig};
 use crate::pxe::server::{Binding, Interface, PxeSettings};
 use crate::report::wire::{from_hex, Key};
@@ -66,17 +75,24 @@ use crate::tftp::transfer::Retransmit;
 
 /// Default UDP port of the report listener.
 pub const DEFAULT_REPORT_PORT: u16 = 7411;
+/// Default time transfers in progress get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The environment variable systemd sets to the directory of the service's credentials.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// Every key the file may have, with what it holds.
 const SCHEMA: &[(&str, Kind)] = &[
     ("key_file", Kind::Str),
+    ("key_credential", Kind::Str),
     ("user", Kind::Str),
+    ("log", Kind::Str),
     ("tftp.max_blksize", Kind::Int),
     ("tftp.max_windowsize", Kind::Int),
     ("tftp.max_transfers", Kind::Int),
     ("tftp.timeout_ms", Kind::Int),
     ("tftp.retries", Kind::Int),
     ("tftp.single_port", Kind::Bool),
+    ("tftp.shutdown_grace_ms", Kind::Int),
     ("central.tftp_listen", Kind::Str),
     ("central.tftp_root", Kind::Str),
     ("central.report_listen", Kind::Str),
@@ -109,6 +125,26 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("alternate.interval_ms", Kind::Int),
 ];
 
+/// Keys that a running role cannot change without binding sockets again or reopening its
+/// directories: a reload keeps their running values (and says which changed).
+pub const RESTART_KEYS: &[&str] = &[
+    "user",
+    "tftp.single_port",
+    "central.tftp_listen",
+    "central.tftp_root",
+    "central.report_listen",
+    "pxe.interfaces",
+    "pxe.proxy",
+    "pxe.proxy_port",
+    "pxe.discovery_port",
+    "alternate.id",
+    "alternate.tftp_listen",
+    "alternate.advertise",
+    "alternate.root",
+    "alternate.rate_limit",
+    "alternate.state_file",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Str,
@@ -117,7 +153,7 @@ enum Kind {
     StrList,
 }
 
-/// A config problem, ready to print: `config line 12: key \`x\`: ...`.
+/// A config problem, ready to print: `central.toml line 12: key \`x\`: ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
@@ -127,12 +163,26 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// A line of the file (from 1).
+    Line(usize),
+    /// A `--set` on the command line.
+    Set,
+}
+
 /// The parsed file plus overrides, with typed, located access.
 #[derive(Debug)]
 pub struct Config {
-    text: String,
+    /// How errors name the file: its path, or "config" for text without one.
+    name: String,
     values: BTreeMap<String, Toml>,
+    /// Where each key's value came from, latest first (a few dozen keys: a list will do).
+    origins: Vec<(String, Origin)>,
     base_dir: PathBuf,
+    /// A key to use instead of reading one (see [`Config::set_key`]).
+    key: Option<Key>,
 }
 
 /// TFTP settings shared by both roles.
@@ -146,6 +196,8 @@ pub struct TftpSettings {
     pub retransmit: Retransmit,
     /// Single-port mode.
     pub single_port: bool,
+    /// How long transfers in progress may go on after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 impl TftpSettings {
@@ -192,7 +244,8 @@ pub struct AlternateConfig {
     pub id: String,
     /// TFTP address.
     pub tftp_listen: SocketAddr,
-    /// Addresses for clients (empty: `tftp_listen`).
+    /// Addresses for clients (empty: this host's address towards the first central, with the
+    /// TFTP port; see [`crate::alternate::default_advertise`]).
     pub advertise: Vec<SocketAddr>,
     /// Boot files and `configs/`.
     pub root: PathBuf,
@@ -214,27 +267,30 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
         let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Config::parse(&text, &base_dir)
+        Config::parse_named(&path.display().to_string(), &text, &base_dir)
     }
 
-    /// Parses config text.
+    /// Parses config text (errors call it "config").
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let values = TomlParser::parse(text)
-            .map_err(|e| ConfigError(format!("config line {}: {}", e.line + 1, e.msg)))?;
+        Config::parse_named("config", text, base_dir)
+    }
+
+    fn parse_named(name: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let at_line = |line: usize, why: &str| ConfigError(format!("{name} line {line}: {why}"));
+        let origins = scan(text).map_err(|(line, why)| at_line(line, &why))?;
+        // The scan has checked the subset; nanoserde turns it into values.
+        let values = TomlParser::parse(text).map_err(|e| at_line(e.line + 1, e.msg.trim()))?;
         let config = Config {
-            text: text.to_string(),
+            name: name.to_string(),
             values,
+            origins,
             base_dir: base_dir.to_path_buf(),
+            key: None,
         };
         for (key, value) in &config.values {
             let Some(&(_, kind)) = SCHEMA.iter().find(|(k, _)| k == key) else {
-                let hint = SCHEMA
-                    .iter()
-                    .map(|(k, _)| *k)
-                    .find(|k| similar(k, key))
-                    .map(|k| format!("; did you mean `{k}`?"))
-                    .unwrap_or_default();
-                return Err(config.error(key, &format!("unknown key{hint}")));
+                return Err(config.error(key, &format!("unknown key{}", did_you_mean(key))));
             };
             config.check_kind(key, value, kind)?;
         }
@@ -248,30 +304,43 @@ impl Config {
                 .split_once('=')
                 .ok_or_else(|| ConfigError(format!("--set {a:?}: want section.key=value")))?;
             let Some(&(_, kind)) = SCHEMA.iter().find(|(k, _)| *k == key) else {
-                return Err(ConfigError(format!("--set {key}: unknown key")));
+                return Err(ConfigError(format!(
+                    "--set {key}: unknown key{}",
+                    did_you_mean(key)
+                )));
             };
-            let value =
-                match kind {
-                    Kind::Int => Toml::Num(raw.parse::<f64>().map_err(|_| {
-                        ConfigError(format!("--set {key}: {raw:?} is not a number"))
-                    })?),
-                    Kind::Bool => Toml::Bool(raw.parse().map_err(|_| {
-                        ConfigError(format!("--set {key}: {raw:?} is not true or false"))
-                    })?),
-                    Kind::Str => Toml::Str(raw.to_string()),
-                    Kind::StrList => Toml::SimpleArray(
-                        raw.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(|s| Toml::Str(s.trim().to_string()))
-                            .collect(),
-                    ),
-                };
+            let bad = |want: &str| ConfigError(format!("--set {key}: {raw:?} is not {want}"));
+            let value = match kind {
+                Kind::Int => Toml::Num(
+                    raw.replace('_', "")
+                        .parse::<u64>()
+                        .map_err(|_| bad("a whole number"))? as f64,
+                ),
+                Kind::Bool => Toml::Bool(raw.parse().map_err(|_| bad("true or false"))?),
+                Kind::Str => Toml::Str(raw.to_string()),
+                Kind::StrList => Toml::SimpleArray(
+                    raw.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Toml::Str(s.trim().to_string()))
+                        .collect(),
+                ),
+            };
             self.values.insert(key.to_string(), value);
+            self.origins.insert(0, (key.to_string(), Origin::Set));
         }
         Ok(())
     }
 
-    /// The central's settings.
+    /// The keys of [`RESTART_KEYS`] that `newer` sets differently.
+    pub fn needs_restart(&self, newer: &Config) -> Vec<&'static str> {
+        RESTART_KEYS
+            .iter()
+            .copied()
+            .filter(|key| self.values.get(*key) != newer.values.get(*key))
+            .collect()
+    }
+
+    /// The central's settings, with its directories, key and addresses checked.
     pub fn central(&self) -> Result<CentralConfig, ConfigError> {
         let defaults = Policy::default();
         let order = match self.str("central.ordering")?.as_deref() {
@@ -298,15 +367,20 @@ impl Config {
             .iter()
             .map(|s| parse_subnet_cost(s).map_err(|why| self.error("central.subnet_costs", &why)))
             .collect::<Result<_, _>>()?;
+        let tftp_root = self.dir("central.tftp_root")?;
+        let pxe = self.pxe()?;
+        if let (Some(root), Some(pxe)) = (&tftp_root, &pxe) {
+            self.warn_missing_boot_files(root, &pxe.responder.boot_files);
+        }
         Ok(CentralConfig {
             key: self.key()?,
             tftp: self.tftp()?,
             tftp_listen: self
-                .addr("central.tftp_listen")?
+                .listen_addr("central.tftp_listen")?
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 69))),
-            tftp_root: self.path("central.tftp_root")?,
+            tftp_root,
             report_listen: self
-                .addr("central.report_listen")?
+                .listen_addr("central.report_listen")?
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_REPORT_PORT))),
             policy: Policy {
                 order,
@@ -320,8 +394,28 @@ impl Config {
                     .int("central.promise_ttl_ms", 1, 3_600_000)?
                     .map_or(defaults.promise_ttl, Duration::from_millis),
             },
-            pxe: self.pxe()?,
+            pxe,
         })
+    }
+
+    /// Boot files named in `[pxe]` that the central cannot serve: a warning, not an error (a
+    /// site may start the central before copying them, or boot only some kinds of client).
+    fn warn_missing_boot_files(&self, root: &Path, files: &BootFiles) {
+        for (key, name) in [
+            ("pxe.boot_bios", &files.bios),
+            ("pxe.boot_efi_ia32", &files.efi_ia32),
+            ("pxe.boot_efi_x64", &files.efi_x64),
+            ("pxe.boot_efi_arm32", &files.efi_arm32),
+            ("pxe.boot_efi_arm64", &files.efi_arm64),
+        ] {
+            if self.values.contains_key(key) && !root.join(name).is_file() {
+                log::warning!(
+                    "{}: {name:?} is not in tftp_root {}: clients that get it will fail",
+                    self.locate(key),
+                    root.display()
+                );
+            }
+        }
     }
 
     fn pxe(&self) -> Result<Option<PxeSettings>, ConfigError> {
@@ -330,22 +424,7 @@ impl Config {
         };
         let interfaces = entries
             .iter()
-            .map(|entry| {
-                let bad = || {
-                    self.error(
-                        "pxe.interfaces",
-                        &format!("{entry:?}: want \"INTERFACE ADDRESS\" (INTERFACE may be * or -)"),
-                    )
-                };
-                let (name, address) = entry.split_once(' ').ok_or_else(bad)?;
-                let address: Ipv4Addr = address.trim().parse().map_err(|_| bad())?;
-                let binding = match name {
-                    "*" => Binding::Any,
-                    "-" => Binding::Address,
-                    name => Binding::Device(name.to_string()),
-                };
-                Ok(Interface { binding, address })
-            })
+            .map(|entry| self.pxe_interface(entry))
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let defaults = BootFiles::default();
         let file = |key: &str, default: &String| -> Result<String, ConfigError> {
@@ -396,7 +475,34 @@ impl Config {
         }))
     }
 
-    /// An alternate's settings.
+    /// `"INTERFACE ADDRESS"`: the interface must exist and the address must be this host's.
+    fn pxe_interface(&self, entry: &str) -> Result<Interface, ConfigError> {
+        let key = "pxe.interfaces";
+        let bad = || {
+            self.error(
+                key,
+                &format!("{entry:?}: want \"INTERFACE ADDRESS\" (INTERFACE may be * or -)"),
+            )
+        };
+        let (name, address) = entry.split_once(' ').ok_or_else(bad)?;
+        let address: Ipv4Addr = address.trim().parse().map_err(|_| bad())?;
+        let binding = match name {
+            "*" => Binding::Any,
+            "-" => Binding::Address,
+            name => {
+                if Path::new("/sys/class/net").is_dir()
+                    && !Path::new("/sys/class/net").join(name).exists()
+                {
+                    return Err(self.error(key, &format!("{entry:?}: no interface {name}")));
+                }
+                Binding::Device(name.to_string())
+            }
+        };
+        self.check_local(key, IpAddr::V4(address))?;
+        Ok(Interface { binding, address })
+    }
+
+    /// An alternate's settings, with its root, key and addresses checked.
     pub fn alternate(&self) -> Result<AlternateConfig, ConfigError> {
         let id = self.required_str("alternate.id")?;
         if id.is_empty()
@@ -431,16 +537,25 @@ impl Config {
         if advertise.len() > crate::report::wire::MAX_ADDRESSES {
             return Err(self.error("alternate.advertise", "at most 4 addresses"));
         }
+        if let Some(a) = advertise
+            .iter()
+            .find(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err(self.error(
+                "alternate.advertise",
+                &format!("{a}: clients need a real address and port"),
+            ));
+        }
         Ok(AlternateConfig {
             key: self.key()?,
             tftp: self.tftp()?,
             id,
             tftp_listen: self
-                .addr("alternate.tftp_listen")?
+                .listen_addr("alternate.tftp_listen")?
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 69))),
             advertise,
             root: self
-                .path("alternate.root")?
+                .dir("alternate.root")?
                 .ok_or_else(|| self.error("alternate.root", "missing"))?,
             link_bytes_per_sec,
             rate_limit,
@@ -477,50 +592,85 @@ impl Config {
                     .map_or(d.retransmit.retries, |v| v as u32),
             },
             single_port: self.bool("tftp.single_port")?.unwrap_or(false),
+            shutdown_grace: self
+                .int("tftp.shutdown_grace_ms", 0, 3_600_000)?
+                .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis),
         })
     }
 
-    /// The account to drop to after binding, if any.
+    /// The account to drop to after binding, if any; it must exist.
     pub fn user(&self) -> Result<Option<String>, ConfigError> {
-        self.str("user")
+        let Some(user) = self.str("user")? else {
+            return Ok(None);
+        };
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        crate::privileges::lookup(&user, &passwd).map_err(|e| self.error("user", &e))?;
+        Ok(Some(user))
     }
 
-    /// The report key from `key_file` (hex if the file is only hex digits, else its bytes).
+    /// The log level the file asks for (`log`), if any.
+    pub fn log_level(&self) -> Result<Option<Level>, ConfigError> {
+        self.str("log")?
+            .map(|s| {
+                log::parse_level(&s).ok_or_else(|| {
+                    self.error("log", &format!("{s:?}: want off, warn, info or debug"))
+                })
+            })
+            .transpose()
+    }
+
+    /// Uses `key` instead of reading `key_file` or `key_credential` (a reload by a process
+    /// that may no longer read them).
+    pub fn set_key(&mut self, key: Key) {
+        self.key = Some(key);
+    }
+
+    /// The report key: from the systemd credential `key_credential` when the service runs with
+    /// credentials (`$CREDENTIALS_DIRECTORY`), else from `key_file`.
     pub fn key(&self) -> Result<Key, ConfigError> {
-        let path = self
-            .path("key_file")?
-            .ok_or_else(|| self.error("key_file", "missing (the pre-shared report key)"))?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| self.error("key_file", &format!("cannot read {}: {e}", path.display())))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let key = from_hex(&text).unwrap_or(bytes);
-        Key::new(&key).map_err(|e| self.error("key_file", &e))
+        self.key_with(std::env::var_os(CREDENTIALS_DIRECTORY).as_deref())
     }
 
-    fn error(&self, key: &str, why: &str) -> ConfigError {
-        match self.line_of(key) {
-            Some(line) => ConfigError(format!("config line {line}: key `{key}`: {why}")),
-            None => ConfigError(format!("config: key `{key}`: {why}")),
+    /// [`Config::key`] with the credentials directory given.
+    fn key_with(&self, credentials: Option<&std::ffi::OsStr>) -> Result<Key, ConfigError> {
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
         }
-    }
-
-    /// The line that sets `section.key`, found by scanning the text as the parser does.
-    fn line_of(&self, full_key: &str) -> Option<usize> {
-        let (section, key) = full_key.rsplit_once('.').unwrap_or(("", full_key));
-        let mut current = "";
-        for (n, line) in self.text.lines().enumerate() {
-            let line = line.trim();
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                current = name.trim();
-            } else if current == section
-                && line
-                    .split_once('=')
-                    .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
-            {
-                return Some(n + 1);
+        let credentials = credentials.filter(|d| !d.is_empty());
+        let (key, path) = match (self.str("key_credential")?, credentials) {
+            (Some(name), Some(dir)) => {
+                if name.is_empty() || name.contains('/') {
+                    return Err(self.error("key_credential", "a credential name, without /"));
+                }
+                ("key_credential", Path::new(&dir).join(name))
             }
+            (credential, _) => match self.path("key_file")? {
+                Some(path) => ("key_file", path),
+                None if credential.is_some() => {
+                    return Err(self.error(
+                        "key_credential",
+                        "needs $CREDENTIALS_DIRECTORY (systemd's LoadCredential=); \
+                         outside systemd, set key_file too",
+                    ))
+                }
+                None => return Err(self.error("key_file", "missing (the pre-shared report key)")),
+            },
+        };
+        read_key(&path).map_err(|why| self.error(key, &why))
+    }
+
+    /// "FILE line N: key `k`" or "--set k": where a key's value came from.
+    fn locate(&self, key: &str) -> String {
+        match self.origins.iter().find(|(k, _)| k == key).map(|(_, o)| o) {
+            Some(Origin::Line(line)) => format!("{} line {line}: key `{key}`", self.name),
+            Some(Origin::Set) => format!("--set {key}"),
+            None => format!("{}: key `{key}`", self.name),
         }
-        None
+    }
+
+    /// An error about `key`, saying where its value came from.
+    pub fn error(&self, key: &str, why: &str) -> ConfigError {
+        ConfigError(format!("{}: {why}", self.locate(key)))
     }
 
     fn check_kind(&self, key: &str, value: &Toml, kind: Kind) -> Result<(), ConfigError> {
@@ -590,18 +740,274 @@ impl Config {
         })
     }
 
-    fn addr(&self, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
-        self.str(key)?
-            .map(|s| {
-                s.parse()
-                    .map_err(|e| self.error(key, &format!("{s:?} is not ADDRESS:PORT: {e}")))
-            })
-            .transpose()
+    /// An address to listen on: it must be one of this host's (or unspecified).
+    fn listen_addr(&self, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(s) = self.str(key)? else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = s
+            .parse()
+            .map_err(|e| self.error(key, &format!("{s:?} is not ADDRESS:PORT: {e}")))?;
+        self.check_local(key, addr.ip())?;
+        Ok(Some(addr))
+    }
+
+    /// Whether `ip` is an address of this host: binding it (port 0: no privilege needed) is
+    /// refused otherwise.
+    fn check_local(&self, key: &str, ip: IpAddr) -> Result<(), ConfigError> {
+        match std::net::UdpSocket::bind((ip, 0)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                Err(self.error(key, &format!("{ip} is not an address of this host")))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
         Ok(self.str(key)?.map(|s| self.base_dir.join(s)))
     }
+
+    /// A path that must be an existing directory.
+    fn dir(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = self.path(key)? else {
+            return Ok(None);
+        };
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(Some(path)),
+            Ok(_) => Err(self.error(key, &format!("{} is not a directory", path.display()))),
+            Err(e) => Err(self.error(key, &format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// Reads a key file: hex if it is only hex digits (and white space), else its bytes. A file
+/// that others may read is used, with a warning: the key signs every report of the site.
+pub fn read_key(path: &Path) -> Result<Key, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            log::warning!(
+                "key {} can be read by other users (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let key = from_hex(&text).unwrap_or(bytes);
+    Key::new(&key).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// "; did you mean `x`?" for a key close to a known one.
+fn did_you_mean(key: &str) -> String {
+    SCHEMA
+        .iter()
+        .map(|(k, _)| *k)
+        .find(|k| similar(k, key))
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// Checks that `text` keeps to the subset the module documents; returns the line of every key
+/// (`section.key`), or the first mistake as (line, message).
+fn scan(text: &str) -> Result<Vec<(String, Origin)>, (usize, String)> {
+    let mut keys: Vec<(String, Origin)> = Vec::new();
+    let mut sections: Vec<(&str, usize)> = Vec::new();
+    let mut section = String::new();
+    let mut lines = text.lines().enumerate().map(|(n, l)| (n + 1, l));
+    while let Some((n, raw)) = lines.next() {
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            if header.starts_with('[') {
+                let name = header.trim_matches(|c| c == '[' || c == ']').trim();
+                return Err((n, format!("[[{name}]]: arrays of tables are not supported")));
+            }
+            let name = header
+                .strip_suffix(']')
+                .ok_or((n, format!("{line}: a section header ends with ]")))?
+                .trim();
+            check_bare(name).map_err(|why| (n, format!("section [{name}]: {why}")))?;
+            if let Some((_, first)) = sections.iter().find(|(s, _)| *s == name) {
+                return Err((
+                    n,
+                    format!(
+                        "section [{name}] again (first at line {first}): give each section once"
+                    ),
+                ));
+            }
+            sections.push((name, n));
+            section = name.to_string();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((n, format!("{line:?}: want `key = value` or `[section]`")));
+        };
+        let key = key.trim();
+        check_bare(key).map_err(|why| (n, format!("key {key}: {why}")))?;
+        let full = if section.is_empty() {
+            key.to_string()
+        } else {
+            format!("{section}.{key}")
+        };
+        let mut value = value.trim().to_string();
+        // An array may go on over the next lines until its `]`.
+        if value.starts_with('[') {
+            while !array_closed(&value) {
+                let Some((_, more)) = lines.next() else {
+                    return Err((n, format!("key `{full}`: the array has no closing ]")));
+                };
+                value.push(' ');
+                value.push_str(strip_comment(more).trim());
+            }
+        }
+        check_value(&value).map_err(|why| (n, format!("key `{full}`: {why}")))?;
+        if let Some((_, Origin::Line(first))) = keys.iter().find(|(k, _)| *k == full) {
+            return Err((
+                n,
+                format!("key `{full}` is set again (first at line {first})"),
+            ));
+        }
+        keys.push((full, Origin::Line(n)));
+    }
+    Ok(keys)
+}
+
+/// The line without its `#` comment (a `#` inside a string is part of the string).
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// A section or key name: bare, as this subset has them.
+fn check_bare(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.starts_with(['"', '\'']) {
+        return Err("quoted names are not supported");
+    }
+    if name.contains('.') {
+        return Err("dotted names are not supported: use a [section] and plain keys");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err("names are letters, digits, _ and -");
+    }
+    Ok(())
+}
+
+/// Whether an array value (starting with `[`) has its closing `]` outside strings.
+fn array_closed(value: &str) -> bool {
+    let mut quoted = false;
+    value.chars().any(|c| {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        c == ']' && !quoted
+    })
+}
+
+/// Checks one value (an array already joined onto one line).
+fn check_value(value: &str) -> Result<(), String> {
+    let (first, rest) = match value.strip_prefix('[') {
+        Some(items) => return check_array(items),
+        None => (value.chars().next().unwrap_or(' '), value),
+    };
+    match first {
+        '"' => check_string(rest).and_then(|tail| match tail.trim() {
+            "" => Ok(()),
+            extra => Err(format!("unexpected {extra:?} after the string")),
+        }),
+        '\'' => Err("single-quoted strings are not supported: use double quotes".into()),
+        '{' => Err("inline tables are not supported".into()),
+        ' ' => Err("no value after =".into()),
+        _ if value == "true" || value == "false" => Ok(()),
+        _ => check_number(value),
+    }
+}
+
+/// Checks a string that starts at `s`'s opening quote; returns what follows it.
+fn check_string(s: &str) -> Result<&str, String> {
+    if s.starts_with("\"\"\"") {
+        return Err("multi-line strings are not supported".into());
+    }
+    let body = &s[1..];
+    let end = body
+        .find('"')
+        .ok_or_else(|| "the string has no closing \"".to_string())?;
+    if body[..end].contains('\\') {
+        return Err("escapes (\\) are not supported in strings".into());
+    }
+    Ok(&body[end + 1..])
+}
+
+/// Checks the items of an array (after its `[`): strings in double quotes, commas between.
+fn check_array(mut items: &str) -> Result<(), String> {
+    loop {
+        items = items.trim_start();
+        if let Some(tail) = items.strip_prefix(']') {
+            return match tail.trim() {
+                "" => Ok(()),
+                extra => Err(format!("unexpected {extra:?} after the array")),
+            };
+        }
+        if !items.starts_with('"') {
+            return Err("arrays hold only strings in double quotes".into());
+        }
+        items = check_string(items)?.trim_start();
+        if let Some(tail) = items.strip_prefix(',') {
+            items = tail;
+        } else if !items.starts_with(']') {
+            return Err("want , or ] after an array item".into());
+        }
+    }
+}
+
+/// Checks a number: whole and decimal.
+fn check_number(value: &str) -> Result<(), String> {
+    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+    let lower = digits.to_ascii_lowercase();
+    if ["0x", "0o", "0b"].iter().any(|p| lower.starts_with(p)) {
+        return Err(format!(
+            "{value}: hex, octal and binary numbers are not supported: write it in decimal"
+        ));
+    }
+    if lower == "inf" || lower == "nan" {
+        return Err(format!("{value}: want a whole number"));
+    }
+    if !digits.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "{value}: not a value (strings go in double quotes: \"{value}\")"
+        ));
+    }
+    if digits.contains(':') || digits[1..].contains('-') {
+        return Err(format!("{value}: dates are not supported"));
+    }
+    if digits.contains(['.', 'e', 'E']) {
+        return Err(format!(
+            "{value}: fractions are not supported: want a whole number"
+        ));
+    }
+    let separated_digits = digits.split('_').all(|g| !g.is_empty())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_');
+    if !separated_digits {
+        return Err(format!("{value}: not a number"));
+    }
+    Ok(())
 }
 
 /// `"10.0.1.0/24 alt1 50"`: clients in the subnet see alt1's score raised by 50 %.
@@ -652,15 +1058,19 @@ mod tests {
     use super::*;
     use crate::testutil::TempDir;
 
+    const KEY_HEX: &str = "00112233445566778899aabbccddeeff\n";
+
+    /// A directory with `report.key` and `boot/`, and `text` parsed there.
     fn with_key(text: &str) -> (TempDir, Result<Config, ConfigError>) {
         let dir = TempDir::new("config");
-        std::fs::write(
-            dir.path().join("report.key"),
-            "00112233445566778899aabbccddeeff\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("report.key"), KEY_HEX).unwrap();
+        std::fs::create_dir_all(dir.path().join("boot")).unwrap();
         let parsed = Config::parse(text, dir.path());
         (dir, parsed)
+    }
+
+    fn parse_error(text: &str) -> String {
+        with_key(text).1.unwrap_err().0
     }
 
     const ALTERNATE: &str = r#"key_file = "report.key"
@@ -672,9 +1082,12 @@ max_blksize = 8192
 id = "alt1"
 tftp_listen = "127.0.0.11:6901"
 root = "boot"
-link_bytes_per_sec = 40000000
+link_bytes_per_sec = 40_000_000
 rate_limit = true
-centrals = ["127.0.0.1:7411", "127.0.0.2:7411"]
+centrals = [
+    "127.0.0.1:7411",   # primary
+    "127.0.0.2:7411",
+]
 interval_ms = 200
 "#;
 
@@ -685,9 +1098,11 @@ interval_ms = 200
         assert_eq!(a.id, "alt1");
         assert_eq!(a.root, dir.path().join("boot"));
         assert_eq!(a.centrals.len(), 2);
+        assert_eq!(a.link_bytes_per_sec, Some(40_000_000));
         assert_eq!(a.interval, Duration::from_millis(200));
         assert_eq!(a.tftp.limits.max_blksize, 8192);
         assert_eq!(a.tftp.limits.max_windowsize, 64);
+        assert_eq!(a.tftp.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert!(a.rate_limit);
         assert_eq!(a.link_bytes_per_sec, Some(40_000_000));
         assert_eq!(a.state_file, None);
@@ -696,7 +1111,7 @@ interval_ms = 200
     #[test]
     fn the_link_capacity_is_an_optional_cap_and_the_state_file_is_relative() {
         let text = ALTERNATE
-            .replace("link_bytes_per_sec = 40000000\nrate_limit = true\n", "")
+            .replace("link_bytes_per_sec = 40_000_000\nrate_limit = true\n", "")
             .replace(
                 "[alternate]\n",
                 "[alternate]\nstate_file = \"alt1.state\"\n",
@@ -705,7 +1120,7 @@ interval_ms = 200
         let a = c.unwrap().alternate().unwrap();
         assert_eq!((a.link_bytes_per_sec, a.rate_limit), (None, false));
         assert_eq!(a.state_file, Some(dir.path().join("alt1.state")));
-        let text = ALTERNATE.replace("link_bytes_per_sec = 40000000\n", "");
+        let text = ALTERNATE.replace("link_bytes_per_sec = 40_000_000\n", "");
         let err = with_key(&text).1.unwrap().alternate().unwrap_err();
         assert!(err.to_string().contains("alternate.rate_limit"), "{err}");
     }
@@ -713,6 +1128,7 @@ interval_ms = 200
     #[test]
     fn reads_a_central_with_policy() {
         let text = r#"key_file = "report.key"
+log = "debug"
 [central]
 report_listen = "127.0.0.1:7411"
 ordering = "static"
@@ -721,7 +1137,9 @@ subnet_costs = ["10.0.1.0/24 alt1 0", "10.0.2.0/24 alt1 200"]
 expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB"
 "#;
         let (_dir, c) = with_key(text);
-        let c = c.unwrap().central().unwrap();
+        let config = c.unwrap();
+        assert_eq!(config.log_level().unwrap(), Some(Level::Debug));
+        let c = config.central().unwrap();
         assert_eq!(c.policy.order, ListOrder::Static);
         assert_eq!(c.policy.allow.as_deref().unwrap(), ["alt1", "alt2"]);
         assert_eq!(c.policy.subnet_costs[1].percent, 200);
@@ -733,15 +1151,31 @@ expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABA
     fn errors_name_line_and_key() {
         let cases = [
             ("key_file = \"report.key\"\n[tftp]\nblksize_max = 5\n", "config line 3: key `tftp.blksize_max`: unknown key; did you mean `tftp.max_blksize`?"),
-            ("key_file = \"report.key\"\n[alternate]\nid = \"a\"\ncentrals = [\"nonsense\"]\nroot = \"r\"\n", "config line 4: key `alternate.centrals`: \"nonsense\" is not"),
+            ("key_file = \"report.key\"\n[alternate]\nid = \"a\"\ncentrals = [\"nonsense\"]\nroot = \"boot\"\n", "config line 4: key `alternate.centrals`: \"nonsense\" is not"),
             ("[tftp]\nmax_blksize = \"big\"\n", "config line 2: key `tftp.max_blksize`: want a whole number"),
-            ("key_file = \"report.key\"\n[tftp]\nmax_blksize = 4\n[alternate]\nid = \"a\"\ncentrals = [\"1.2.3.4:5\"]\nroot = \"r\"\n", "config line 3: key `tftp.max_blksize`: 4 is out of range 8..=65464"),
+            ("key_file = \"report.key\"\n[tftp]\nmax_blksize = 4\n[alternate]\nid = \"a\"\ncentrals = [\"1.2.3.4:5\"]\nroot = \"boot\"\n", "config line 3: key `tftp.max_blksize`: 4 is out of range 8..=65464"),
+            ("key_file = \"report.key\"\n[alternate]\nid = \"a\"\ncentrals = [\"1.2.3.4:5\"]\nroot = \"nowhere\"\n", "config line 5: key `alternate.root`: "),
+            ("key_file = \"report.key\"\n[alternate]\nid = \"a\"\ncentrals = [\"1.2.3.4:5\"]\nroot = \"report.key\"\n", "config line 5: key `alternate.root`: "),
+            ("key_file = \"report.key\"\n[alternate]\nid = \"a\"\ncentrals = [\"1.2.3.4:5\"]\nroot = \"boot\"\ntftp_listen = \"192.0.2.1:69\"\n", "config line 6: key `alternate.tftp_listen`: 192.0.2.1 is not an address of this host"),
+            ("key_file = \"report.key\"\n[alternate]\nid = \"a\"\ncentrals = [\"1.2.3.4:5\"]\nroot = \"boot\"\nadvertise = [\"0.0.0.0:69\"]\n", "config line 6: key `alternate.advertise`: 0.0.0.0:69: clients need"),
         ];
         for (text, want) in cases {
             let (_dir, c) = with_key(text);
             let err = c.and_then(|c| c.alternate().map(|_| ())).unwrap_err();
             assert!(err.0.starts_with(want), "{err}\nwant: {want}");
         }
+        let (_dir, c) = with_key("key_file = \"report.key\"\n[central]\ntftp_root = \"nbp\"\n");
+        let err = c.unwrap().central().unwrap_err();
+        assert!(
+            err.0
+                .starts_with("config line 3: key `central.tftp_root`: "),
+            "{err}"
+        );
+        let (_dir, c) = with_key("key_file = \"report.key\"\nlog = \"loud\"\n");
+        assert_eq!(
+            c.unwrap().log_level().unwrap_err().0,
+            "config line 2: key `log`: \"loud\": want off, warn, info or debug"
+        );
     }
 
     #[test]
@@ -762,12 +1196,78 @@ expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABA
     }
 
     #[test]
-    fn syntax_errors_have_a_line() {
-        let (_dir, c) = with_key("key_file = \"report.key\"\nx = = 1\n");
-        assert!(c.unwrap_err().0.starts_with("config line 2: "));
-        // Arrays of tables are not part of the subset: refused by name.
-        let (_dir, c) = with_key("[[alternates]]\nid = \"a\"\n");
-        assert!(c.unwrap_err().0.contains("key `alternates`: unknown key"));
+    fn key_from_a_systemd_credential() {
+        let (dir, c) = with_key("key_credential = \"site.key\"\nkey_file = \"report.key\"\n");
+        let c = c.unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir_all(&creds).unwrap();
+        // Outside systemd: key_file.
+        assert!(c.key_with(None).is_ok());
+        // Under systemd: the credential, and only it.
+        let err = c.key_with(Some(creds.as_os_str())).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("config line 1: key `key_credential`: cannot read"),
+            "{err}"
+        );
+        std::fs::write(creds.join("site.key"), KEY_HEX).unwrap();
+        assert!(c.key_with(Some(creds.as_os_str())).is_ok());
+        let (_dir, c) = with_key("key_credential = \"site.key\"\n");
+        let err = c.unwrap().key_with(None).unwrap_err();
+        assert!(err.0.contains("needs $CREDENTIALS_DIRECTORY"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_are_errors() {
+        assert_eq!(
+            parse_error("[tftp]\nretries = 1\n\nretries = 2\n"),
+            "config line 4: key `tftp.retries` is set again (first at line 2)"
+        );
+        assert_eq!(
+            parse_error("[tftp]\nretries = 1\n[central]\n[tftp]\n"),
+            "config line 4: section [tftp] again (first at line 1): give each section once"
+        );
+        // The same key name in two sections is two keys.
+        let (_dir, c) = with_key("[central]\ntftp_listen = \"127.0.0.1:69\"\n[alternate]\ntftp_listen = \"127.0.0.1:70\"\n");
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn unsupported_toml_is_named_with_line_and_key() {
+        for (text, want) in [
+            ("log = 'info'\n", "config line 1: key `log`: single-quoted strings are not supported"),
+            ("[tftp]\nretries = 0x10\n", "config line 2: key `tftp.retries`: 0x10: hex, octal and binary"),
+            ("[tftp]\n\nretries = 1.5\n", "config line 3: key `tftp.retries`: 1.5: fractions are not supported"),
+            ("[tftp]\nretries = 1e3\n", "config line 2: key `tftp.retries`: 1e3: fractions"),
+            ("[tftp]\nretries = 1979-05-27\n", "config line 2: key `tftp.retries`: 1979-05-27: dates"),
+            ("[pxe]\nmenu = \"a\\tb\"\n", "config line 2: key `pxe.menu`: escapes"),
+            ("[pxe]\nmenu = \"\"\"x\"\"\"\n", "config line 2: key `pxe.menu`: multi-line strings"),
+            ("[pxe]\nmenu = {a = 1}\n", "config line 2: key `pxe.menu`: inline tables"),
+            ("[central]\nordering = load\n", "config line 2: key `central.ordering`: load: not a value (strings go in double quotes: \"load\")"),
+            ("[central]\nallow = [\"a\", 1]\n", "config line 2: key `central.allow`: arrays hold only strings"),
+            ("[central]\nallow = [\"a\"\n", "config line 2: key `central.allow`: the array has no closing ]"),
+            ("[central]\nallow = \"a\" \"b\"\n", "config line 2: key `central.allow`: unexpected \"\\\"b\\\"\" after the string"),
+            ("\n[[central]]\n", "config line 2: [[central]]: arrays of tables are not supported"),
+            ("[central.pxe]\n", "config line 1: section [central.pxe]: dotted names"),
+            ("tftp.retries = 1\n", "config line 1: key tftp.retries: dotted names"),
+            ("\"log\" = \"info\"\n", "config line 1: key \"log\": quoted names"),
+            ("log\n", "config line 1: \"log\": want `key = value` or `[section]`"),
+            ("log =\n", "config line 1: key `log`: no value after ="),
+        ] {
+            let err = parse_error(text);
+            assert!(err.starts_with(want), "{text:?}: {err}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn byte_order_mark_and_comments_are_fine() {
+        let (_dir, c) = with_key("\u{feff}key_file = \"report.key\" # the key\n[pxe] # PXE\nmenu = \"# not a comment\"\n");
+        let c = c.unwrap();
+        assert!(c.key().is_ok());
+        assert_eq!(
+            c.str("pxe.menu").unwrap().as_deref(),
+            Some("# not a comment")
+        );
     }
 
     #[test]
@@ -783,8 +1283,20 @@ expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABA
         let a = c.alternate().unwrap();
         assert_eq!((a.id.as_str(), a.interval.as_millis()), ("alt9", 50));
         assert_eq!(a.centrals[1], "127.0.0.9:2".parse().unwrap());
-        assert!(c.set(&["alternate.nope=1".into()]).is_err());
-        assert!(c.set(&["alternate.interval_ms=soon".into()]).is_err());
+        assert_eq!(
+            c.set(&["alternate.nope=1".into()]).unwrap_err().0,
+            "--set alternate.nope: unknown key"
+        );
+        assert_eq!(
+            c.set(&["alternate.interval_ms=soon".into()]).unwrap_err().0,
+            "--set alternate.interval_ms: \"soon\" is not a whole number"
+        );
+        // A bad value given with --set is blamed on --set, not on the file's line.
+        c.set(&["tftp.max_blksize=4".into()]).unwrap();
+        assert_eq!(
+            c.alternate().unwrap_err().0,
+            "--set tftp.max_blksize: 4 is out of range 8..=65464"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::alternate::{random_u64, Alternate};
+use crate::alternate::Alternate;
 use crate::balance::{ListOrder, Policy};
 use crate::bootclient::{storm, ClientOptions, ListSource, Summary};
 use crate::central::Central;
@@ -51,6 +51,7 @@ fn tftp_settings() -> TftpSettings {
         max_transfers: 512,
         retransmit: Retransmit::default(),
         single_port: false,
+        shutdown_grace: Duration::ZERO,
     }
 }
 
@@ -95,7 +96,7 @@ fn start_central(config: CentralConfig) -> Result<(SocketAddr, SocketAddr), Stri
                 .report_addr()
                 .and_then(|r| Ok((r, central.tftp_addr()?)));
             let _ = tx.send(addrs.map_err(|e| e.to_string()));
-            if let Err(e) = central.run().await {
+            if let Err(e) = central.run(crate::lifecycle::Control::none()).await {
                 crate::log::warning!("demo: central stopped: {e}");
             }
         })
@@ -113,8 +114,7 @@ fn start_alternate(config: AlternateConfig) -> Result<(), String> {
                 Err(e) => return tx.send(Err(e)).unwrap_or(()),
             };
             let _ = tx.send(Ok(()));
-            let never = smol::stream::pending::<std::io::Result<async_signal::Signal>>();
-            if let Err(e) = alternate.run(never).await {
+            if let Err(e) = alternate.run(crate::lifecycle::Control::none()).await {
                 crate::log::warning!("demo: alternate stopped: {e}");
             }
         })
@@ -133,7 +133,9 @@ pub fn run(options: &DemoOptions) -> Result<(), String> {
 fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
     let root: PathBuf = dir.join("boot-files");
     write_boot_set(&root, o.file_size).map_err(|e| format!("writing the boot set: {e}"))?;
-    let key = Key::new(&random_u64().to_le_bytes().repeat(4))?;
+    let mut key = [0u8; 32];
+    crate::sys::fill_random(&mut key).map_err(|e| e.to_string())?;
+    let key = Key::new(&key)?;
     let typical = 2 * o.file_size as u64;
     let mut centrals = Vec::new();
     for (n, order) in [ListOrder::Load, ListOrder::Static].into_iter().enumerate() {

@@ -9,7 +9,9 @@
 //!   the list and config formats.
 //! - [`central`], [`alternate`]: the two server roles; [`bootclient`], [`demo`]: simulated
 //!   boot clients.
-//! - [`cli`]: the multi-call command line.
+//! - [`cli`]: the multi-call command line; [`config`]: the config file.
+//! - [`lifecycle`]: signals (stop, reload, drain) and the graceful stop; [`sys`]: the wall
+//!   clock and the kernel's randomness; [`log`]: log lines, journal priorities, rate limits.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,11 +26,13 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod formats;
+pub mod lifecycle;
 pub mod log;
 pub mod net;
 pub mod privileges;
 pub mod pxe;
 pub mod report;
+pub mod sys;
 pub mod tftp;
 
 #[doc(hidden)]

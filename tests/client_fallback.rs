@@ -406,7 +406,7 @@ fn the_central_ipxe_list_asks_its_backups_after_the_alternates() {
         .unwrap();
     let central = bootherd::central::Central::bind(config).unwrap();
     let tftp = central.tftp_addr().unwrap();
-    std::thread::spawn(move || smol::block_on(central.run()));
+    std::thread::spawn(move || smol::block_on(central.run(bootherd::lifecycle::Control::none())));
     let spec = bootherd::tftp::download::RequestSpec {
         path: "bootherd/alternates.ipxe".into(),
         blksize: None,

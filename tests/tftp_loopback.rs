@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bootherd, pattern, uid, Daemon, TempDir, TftpServer};
+use common::{bootherd, pattern, uid, Daemon, Netns, TempDir, TftpServer};
 
 fn fetch(args: &[&str]) -> Output {
     Command::new(bootherd())
@@ -69,9 +69,9 @@ fn fetches_byte_exact_with_every_block_and_window_size() {
     for (name, bytes) in &files {
         for opts in [
             &[][..],
-            &["--blksize", "1468", "--tsize"],
+            &["--rfc1350"],
             &["--blksize", "1468", "--windowsize", "16"],
-            &["--blksize", "8192", "--windowsize", "64", "--tsize"],
+            &["--blksize", "8192", "--windowsize", "64"],
             &["--blksize", "8", "--windowsize", "3"],
         ] {
             let target = out.path().join("f");
@@ -84,36 +84,6 @@ fn fetches_byte_exact_with_every_block_and_window_size() {
         }
     }
     assert!(server.logged("sent boot/kernel (3145728 bytes)"));
-}
-
-/// A network namespace of its own (only its loopback, brought up), deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("bh-test-{tag}-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("run ip");
-            assert!(st.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip netns exec NAME bootherd`, ready for arguments.
-    fn bootherd(&self) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0, bootherd()]);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 #[test]

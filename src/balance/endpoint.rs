@@ -71,6 +71,11 @@ impl ReportEndpoint {
         }
     }
 
+    /// Replaces the key (a reloaded configuration).
+    pub fn set_key(&mut self, key: Key) {
+        self.key = key;
+    }
+
     /// The last sender whose datagram failed authentication.
     pub fn bad_tag_from(&self) -> Option<SocketAddr> {
         self.bad_tag.map(|(from, _)| from)

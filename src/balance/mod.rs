@@ -320,6 +320,11 @@ impl Table {
         }
     }
 
+    /// Replaces the policy (a config reload); the alternates, promises and marks stay.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// Counts a dropped message.
     pub fn count_drop(&mut self, why: DropReason) {
         self.dropped[why as usize] += 1;

@@ -125,18 +125,17 @@ fn overview() -> String {
     }
     s.push_str(
         "\nExit codes: 0 success, 1 failure, 2 usage or configuration error.\n\
-         Logging: BOOTHERD_LOG=off|warn|info|debug (default info), on stderr.\n",
+         Logging: BOOTHERD_LOG=off|warn|info|debug (default info), on stderr (with journal\n\
+         priorities and no timestamps when stderr is the systemd journal).\n",
     );
     s
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
-    if let Some(level) = std::env::var("BOOTHERD_LOG")
-        .ok()
-        .and_then(|v| crate::log::parse_level(&v))
-    {
-        crate::log::set_level(level);
+    if let Err(e) = crate::log::init_from_env() {
+        crate::log::write_error(&format!("bootherd: {e}"));
+        return ExitCode::from(2);
     }
     let mut argv = argv.into_iter();
     let program = argv.next().unwrap_or_default();
@@ -190,7 +189,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Usage(e)) => usage_error(command, &e),
         Err(CliError::Failed(e)) => {
-            eprintln!("bootherd {}: {e}", command.name);
+            crate::log::write_error(&format!("bootherd {}: {e}", command.name));
             ExitCode::from(1)
         }
         Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
@@ -203,8 +202,10 @@ fn write_out(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
+/// A usage or configuration mistake: the mistake, and where the usage is (not the whole of it,
+/// which would push the mistake off the screen).
 fn usage_error(command: &Command, e: &UsageError) -> ExitCode {
-    eprintln!("bootherd {}: {e}\n", command.name);
-    eprint!("{}", command.usage);
+    crate::log::write_error(&format!("bootherd {}: {e}", command.name));
+    crate::log::write_hint(&format!("Try 'bootherd {} --help'.", command.name));
     ExitCode::from(2)
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use super::args::{Args, UsageError};
 use super::{say, CliError};
-use crate::central::unix_ms;
-use crate::config::Config;
+use crate::config::{read_key, Config};
 use crate::report::client;
 use crate::report::monitor::digest_dir;
 use crate::report::wire::{
     decode, from_hex, hex, AltState, Key, LoadReport, Message, NetworkMark, PathState, StatusRow,
     MAX_DATAGRAM_LEN,
 };
+use crate::sys::{fill_random, random_u64, unix_ms};
 
 pub const REPORT_USAGE: &str = "\
 Usage: bootherd report <send|watch|mark|digest|keygen> [options]
@@ -23,7 +23,8 @@ Usage: bootherd report <send|watch|mark|digest|keygen> [options]
   report mark --central ADDR --alternate ID --state S          mark an alternate's network path:
                                                                  clear, congested[=PERCENT], down
   report digest DIR                                             print the boot-file digest of DIR
-  report keygen                                                 print a new random key (hex)
+  report keygen [-o FILE]                                       a new random key (hex), to FILE
+                                                                 (created owner-only) or stdout
 
 Key (send, watch, mark): --key-file FILE, or --config FILE to use its key_file.
 Fields of send (defaults in brackets): --boot-id N [random] --sequence N [Unix ms, so repeated
@@ -52,18 +53,14 @@ Options:
 fn key(args: &mut Args) -> Result<Key, CliError> {
     let key_file: Option<PathBuf> = args.value(&["--key-file"])?;
     let config: Option<PathBuf> = args.value(&["--config"])?;
-    let config = match (key_file, config) {
-        (Some(file), None) => {
-            let dir = std::env::current_dir().unwrap_or_default();
-            let text = format!("key_file = {:?}\n", file.to_string_lossy());
-            Config::parse(&text, &dir)
-        }
-        (None, Some(path)) => Config::load(&path),
-        _ => return Err(UsageError("give one of --key-file or --config".into()).into()),
-    };
-    config
-        .and_then(|c| c.key())
-        .map_err(|e| UsageError(e.0).into())
+    match (key_file, config) {
+        (Some(file), None) => read_key(&file).map_err(|e| UsageError(format!("--key-file: {e}"))),
+        (None, Some(path)) => Config::load(&path)
+            .and_then(|c| c.key())
+            .map_err(|e| UsageError(e.0)),
+        _ => Err(UsageError("give one of --key-file or --config".into())),
+    }
+    .map_err(CliError::from)
 }
 
 pub fn report(mut args: Args) -> Result<(), CliError> {
@@ -81,15 +78,48 @@ pub fn report(mut args: Args) -> Result<(), CliError> {
             Ok(())
         }
         "keygen" => {
+            let output: Option<PathBuf> = args.value(&["-o", "--output"])?;
             args.finish()?;
-            let bytes: Vec<u8> = (0..4)
-                .flat_map(|_| crate::alternate::random_u64().to_le_bytes())
-                .collect();
-            say!("{}", hex(&bytes));
-            Ok(())
+            keygen(output.as_deref())
         }
         other => Err(UsageError(format!("unknown action {other:?}")).into()),
     }
+}
+
+/// Makes a 256-bit key from the kernel's randomness and writes it as hex: to a new file that
+/// only its owner may read, or to stdout (a regular file there is made owner-only too).
+fn keygen(output: Option<&std::path::Path>) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    fill_random(&mut bytes).map_err(|e| CliError::Failed(format!("cannot make a key: {e}")))?;
+    let Some(path) = output else {
+        let stdout = std::io::stdout();
+        if rustix::fs::fstat(&stdout)
+            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_file())
+        {
+            rustix::fs::fchmod(&stdout, rustix::fs::Mode::from_raw_mode(0o600)).map_err(|e| {
+                CliError::Failed(format!("cannot make the key file owner-only: {e}"))
+            })?;
+        }
+        say!("{}", hex(&bytes));
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => CliError::Failed(format!(
+                "{} exists: the site's key is not replaced (remove it first to make a new one)",
+                path.display()
+            )),
+            _ => CliError::Failed(format!("cannot create {}: {e}", path.display())),
+        })?;
+    writeln!(file, "{}", hex(&bytes))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
 }
 
 fn send(mut args: Args) -> Result<(), CliError> {
@@ -113,7 +143,8 @@ fn send(mut args: Args) -> Result<(), CliError> {
         addresses,
         boot_id: args
             .value(&["--boot-id"])?
-            .unwrap_or_else(crate::alternate::random_u64),
+            .map_or_else(random_u64, Ok)
+            .map_err(|e| CliError::Failed(e.to_string()))?,
         sequence: args.value(&["--sequence"])?.unwrap_or_else(unix_ms),
         interval_ms: args.value(&["--interval-ms"])?.unwrap_or(1000),
         link_bytes_per_sec: args.value(&["--link"])?.unwrap_or(125_000_000),
@@ -180,8 +211,15 @@ fn watch(mut args: Args) -> Result<(), CliError> {
             seen += 1;
             let line = match decode(&buf[..n], &key) {
                 Ok(Message::Report(r)) => describe_report(&r),
-                Ok(Message::Mark(m)) => format!("mark {} {:?}", m.alternate, m.state),
-                Ok(other) => format!("{other:?}"),
+                Ok(Message::Mark(m)) => format!("mark {} {}", m.alternate, m.state),
+                Ok(Message::StatusRequest(r)) => format!("status request (nonce {:016x})", r.nonce),
+                Ok(Message::StatusAnswer(a)) => {
+                    format!(
+                        "status answer (nonce {:016x}, {} alternates)",
+                        a.nonce,
+                        a.rows.len()
+                    )
+                }
                 Err(e) => format!("DROPPED ({n} bytes): {e}"),
             };
             say!("{from}: {line}");

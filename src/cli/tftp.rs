@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use super::args::{Args, UsageError};
 use super::CliError;
+use crate::config::DEFAULT_SHUTDOWN_GRACE;
+use crate::lifecycle::{serve_until_stopped, Requests};
 use crate::tftp::options::{Limits, BLKSIZE_RANGE};
 use crate::tftp::server::{Server, ServerConfig};
 use crate::tftp::source::DirSource;
@@ -16,16 +18,21 @@ pub const USAGE: &str = "\
 Usage: bootherd tftp --root DIR [--listen ADDR:PORT] [options]
 
 Serves the regular files below DIR, read-only, over TFTP (RFC 1350, 2347, 2348, 2349, 7440).
+netascii mode converts the file in memory and is refused for files over 4 MiB (use octet).
+SIGTERM or SIGINT: new requests are refused, transfers in progress get the grace period to
+finish and are then ended with an ERROR; a second signal ends them at once.
 
 Options:
   --root DIR             directory to serve (required)
   --listen ADDR:PORT     address to listen on [default: 0.0.0.0:69]
   --max-blksize N        largest block size granted, 8..65464 [default: 1468]
   --max-windowsize N     largest window granted, 1..65535 [default: 64]
-  --max-transfers N      transfers at once; more are refused at once [default: 512]
+  --max-transfers N      transfers at once (at least 1); more are refused at once
+                         [default: 512]
   --single-port          serve every transfer from the listening port (NAT, firewalls)
   --timeout-ms N         retransmission timeout [default: 1000]
   --retries N            retransmissions without progress before giving up [default: 5]
+  --shutdown-grace-ms N  time transfers in progress get after SIGTERM [default: 10000]
   -h, --help             this help
   -V, --version          print the version
 ";
@@ -49,12 +56,19 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     let max_transfers: usize = args
         .value(&["--max-transfers"])?
         .unwrap_or(defaults.max_transfers);
+    if max_transfers == 0 {
+        return Err(UsageError("--max-transfers 0: must be at least 1".into()).into());
+    }
     let timeout_ms: u64 = args
         .value(&["--timeout-ms"])?
         .unwrap_or(defaults.retransmit.timeout.as_millis() as u64);
     let retries: u32 = args
         .value(&["--retries"])?
         .unwrap_or(defaults.retransmit.retries);
+    let grace = Duration::from_millis(
+        args.value(&["--shutdown-grace-ms"])?
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE.as_millis() as u64),
+    );
     let single_port = args.flag(&["--single-port"]);
     args.finish()?;
 
@@ -74,7 +88,22 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
         single_port,
         rate_limit: None,
     };
+    let requests = Requests::stop_signals().map_err(CliError::Failed)?;
     let server = Server::bind(config, Arc::new(source))
         .map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
-    smol::block_on(server.run()).map_err(|e| CliError::Failed(format!("server stopped: {e}")))
+    let shutdown = server.shutdown();
+    let serve = async {
+        server
+            .run()
+            .await
+            .map_err(|e| format!("server stopped: {e}"))
+    };
+    smol::block_on(serve_until_stopped(
+        serve,
+        &shutdown,
+        || grace,
+        requests,
+        |_| {},
+    ))
+    .map_err(CliError::Failed)
 }

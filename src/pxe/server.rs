@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use smol::net::UdpSocket;
@@ -34,6 +35,24 @@ pub enum Binding {
     Address,
 }
 
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Binding::Device(name) => write!(f, "interface {name}"),
+            Binding::Any => f.write_str("every interface"),
+            Binding::Address => f.write_str("its address"),
+        }
+    }
+}
+
+/// The service's name in messages.
+fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Proxy => "proxyDHCP",
+        Service::Discovery => "boot-server discovery",
+    }
+}
+
 /// PXE service settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PxeSettings {
@@ -58,7 +77,8 @@ struct Listener {
 
 /// Bound PXE sockets, ready to run.
 pub struct PxeServer {
-    responder: PxeConfig,
+    /// Shared so that a config reload can change boot files and menu while it runs.
+    responder: Arc<Mutex<PxeConfig>>,
     listeners: Vec<Listener>,
 }
 
@@ -92,7 +112,8 @@ impl PxeServer {
             for (service, port) in services {
                 let socket = bind(&iface.binding, iface.address, port).map_err(|e| {
                     format!(
-                        "cannot listen for {service:?} on {:?} port {port}: {e}",
+                        "cannot listen for {} on {} port {port}: {e}",
+                        service_name(service),
                         iface.binding
                     )
                 })?;
@@ -104,9 +125,14 @@ impl PxeServer {
             }
         }
         Ok(PxeServer {
-            responder: settings.responder.clone(),
+            responder: Arc::new(Mutex::new(settings.responder.clone())),
             listeners,
         })
+    }
+
+    /// The responder's settings, which may change while it runs (a config reload).
+    pub fn responder(&self) -> Arc<Mutex<PxeConfig>> {
+        self.responder.clone()
     }
 
     /// The bound addresses, by service.
@@ -154,7 +180,7 @@ async fn serve(
     socket: &UdpSocket,
     service: Service,
     address: Ipv4Addr,
-    responder: &PxeConfig,
+    responder: &Mutex<PxeConfig>,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 1500];
     loop {
@@ -162,7 +188,14 @@ async fn serve(
             .recv_from(&mut buf)
             .await
             .map_err(|e| format!("PXE socket: {e}"))?;
-        match respond(responder, service, &buf[..n], from, address) {
+        let decision = respond(
+            &responder.lock().unwrap_or_else(PoisonError::into_inner),
+            service,
+            &buf[..n],
+            from,
+            address,
+        );
+        match decision {
             Decision::Ignore(why) => log::debug!("pxe: {service:?} {from}: ignored: {why}"),
             Decision::Reply {
                 payload,
@@ -180,7 +213,7 @@ async fn serve(
                     file.map_or("boot menu".to_string(), |f| format!("boot file {f}"))
                 );
                 if let Err(e) = socket.send_to(&payload, to).await {
-                    log::warning!("pxe: reply to {to}: {e}");
+                    log::warning_limited!("pxe: reply to {to}: {e}");
                 }
             }
         }

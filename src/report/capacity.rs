@@ -103,6 +103,11 @@ impl CapacityEstimator {
         }
     }
 
+    /// Changes the cap (a config reload).
+    pub fn set_cap(&mut self, cap: Option<u64>) {
+        self.cap = cap;
+    }
+
     /// The capacity to report, bytes per second.
     pub fn capacity(&self) -> u64 {
         let estimate = self.learned.map_or(self.prior, |l| l.bytes_per_sec);

@@ -35,11 +35,11 @@ pub async fn status(
     wait: Duration,
 ) -> Result<StatusAnswer, String> {
     let socket = socket_for(central).await?;
-    let nonce = crate::alternate::random_u64();
+    let nonce = crate::sys::random_u64().map_err(|e| e.to_string())?;
     let request = encode(
         &Message::StatusRequest(StatusRequest {
             nonce,
-            unix_ms: crate::central::unix_ms(),
+            unix_ms: crate::sys::unix_ms(),
         }),
         key,
     )?;

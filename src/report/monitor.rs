@@ -126,9 +126,27 @@ impl Monitor {
         self.state
     }
 
+    /// What it reports about itself.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Changes what it reports about itself (a config reload); the next poll reports it.
+    pub fn set_identity(&mut self, identity: Identity) {
+        if identity != self.identity {
+            self.identity = identity;
+            self.state_changed = true;
+        }
+    }
+
     /// The link capacity learned so far.
     pub fn capacity(&self) -> &CapacityEstimator {
         &self.capacity
+    }
+
+    /// Changes the cap on the capacity (a config reload).
+    pub fn set_capacity_cap(&mut self, cap: Option<u64>) {
+        self.capacity.set_cap(cap);
     }
 
     /// Takes the counters at `now`; returns a report to send, if one is due. `system` is
@@ -222,11 +240,29 @@ impl Monitor {
 
 /// SHA-256 over the boot-file set below `root`: every regular file, in path order, as
 /// `path NUL size NUL sha256(content)`. Two alternates with the same files have the same digest.
+///
+/// A file or directory below `root` that cannot be read is left out, with a warning that names
+/// it: the alternate could not serve it either, so its digest differs from one that can (and a
+/// central that expects a digest excludes it), but one stray file does not stop it starting.
 pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
+    let left_out = |path: &Path, e: std::io::Error| {
+        crate::log::warning!(
+            "{}: cannot be read, left out of the boot-file digest (and cannot be served): {e}",
+            path.display()
+        )
+    };
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir)? {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if dir != root => {
+                left_out(&dir, e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let entry = entry?;
             let kind = entry.file_type()?;
             if kind.is_dir() {
@@ -239,7 +275,13 @@ pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
     files.sort();
     let mut manifest = Vec::new();
     for path in files {
-        let content = std::fs::read(&path)?;
+        let content = match std::fs::read(&path) {
+            Ok(content) => content,
+            Err(e) => {
+                left_out(&path, e);
+                continue;
+            }
+        };
         let relative = path.strip_prefix(root).unwrap_or(&path);
         manifest.extend_from_slice(relative.to_string_lossy().as_bytes());
         manifest.push(0);

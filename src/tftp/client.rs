@@ -100,6 +100,18 @@ pub async fn fetch(
     patience: impl Into<Patience>,
     out: &mut impl Write,
 ) -> Result<FetchStats, FetchError> {
+    fetch_with_progress(server, spec, patience, out, &mut |_, _| {}).await
+}
+
+/// [`fetch`], telling `progress` the bytes received so far and the size the server announced
+/// (with `tsize`) after every batch of datagrams.
+pub async fn fetch_with_progress(
+    server: SocketAddr,
+    spec: RequestSpec,
+    patience: impl Into<Patience>,
+    out: &mut impl Write,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<FetchStats, FetchError> {
     let patience = patience.into();
     let local: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -164,6 +176,7 @@ pub async fn fetch(
                     out.write_all(payload)?;
                 }
             }
+            progress(download.received(), download.tsize());
         }
         if let (Some(at), Some(limit)) = (dead_at, patience.first_answer) {
             if now >= at {

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Timer};
 
 use super::options::{negotiate, Limits};
@@ -27,6 +28,7 @@ use super::ratelimit::TokenBucket;
 use super::source::{Content, FileSource, OpenError};
 use super::transfer::{Outcome, Retransmit, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request};
+use crate::lifecycle::{earliest, Shutdown};
 use crate::log;
 use crate::net::{
     busy_recv, BatchSender, BusyPoll, Deadline, MAX_BATCH_BYTES, MAX_BATCH_DATAGRAMS,
@@ -71,6 +73,41 @@ impl Default for ServerConfig {
     }
 }
 
+/// The settings a running server takes without rebinding (a reload): limits, retransmission,
+/// the transfer limit and the rate of an existing rate cap. Transfers started before a change
+/// keep what they negotiated.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    settings: Arc<Mutex<ServerConfig>>,
+    limiter: Option<Limiter>,
+}
+
+impl Tuning {
+    fn get(&self) -> ServerConfig {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes what `new` changes that a running server can: limits, retransmission, the
+    /// transfer limit, and the rate of a rate cap it has (switching the cap on or off, the
+    /// address and single-port mode need a new server).
+    pub fn apply(&self, new: &ServerConfig) {
+        let mut settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(limiter), Some(rate)) = (&self.limiter, new.rate_limit) {
+            if settings.rate_limit != Some(rate) {
+                *limiter.lock().unwrap_or_else(PoisonError::into_inner) =
+                    TokenBucket::new(rate, Instant::now());
+                settings.rate_limit = Some(rate);
+            }
+        }
+        settings.limits = new.limits;
+        settings.retransmit = new.retransmit;
+        settings.max_transfers = new.max_transfers;
+    }
+}
+
 /// A bound TFTP server, ready to [`run`](Server::run). Binding is synchronous and touches no
 /// runtime, so a role can bind its privileged ports, drop root, and only then start smol.
 pub struct Server {
@@ -79,6 +116,8 @@ pub struct Server {
     source: Arc<dyn FileSource>,
     progress: Arc<Progress>,
     limiter: Option<Limiter>,
+    tuning: Tuning,
+    shutdown: Shutdown,
 }
 
 /// The shared rate cap; all transfers of a server run on one thread, so the lock is never
@@ -130,12 +169,18 @@ impl Server {
         let limiter = config
             .rate_limit
             .map(|rate| Arc::new(Mutex::new(TokenBucket::new(rate, Instant::now()))));
+        let tuning = Tuning {
+            settings: Arc::new(Mutex::new(config.clone())),
+            limiter: limiter.clone(),
+        };
         Ok(Server {
             config,
             socket,
             source,
             progress: Progress::new(),
             limiter,
+            tuning,
+            shutdown: Shutdown::default(),
         })
     }
 
@@ -154,7 +199,19 @@ impl Server {
         self.progress.clone()
     }
 
-    /// Serves until the socket fails.
+    /// The settings that can change while it runs.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning.clone()
+    }
+
+    /// Its graceful stop: once begun, requests are refused ("server shutting down"), transfers
+    /// in progress go on until the deadline and are then ended with an ERROR, and
+    /// [`Server::run`] returns when none is left.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the socket fails, or until its [`Server::shutdown`] is over.
     pub async fn run(self) -> io::Result<()> {
         log::info!(
             "tftp: serving on {} ({} mode, max blksize {}, max windowsize {}, max {} transfers)",
@@ -188,16 +245,27 @@ impl Server {
     ) -> io::Result<()> {
         let mut buf = [0u8; RECEIVE_BUF_LEN];
         loop {
-            let (n, from) = socket.recv_from(&mut buf).await?;
+            let received = async { socket.recv_from(&mut buf).await.map(Some) }
+                .or(async {
+                    self.shutdown.idle(|| tasks.is_empty()).await;
+                    Ok(None)
+                })
+                .await?;
+            let Some((n, from)) = received else {
+                return Ok(());
+            };
             match self.admit(from, &buf[..n]) {
                 Admission::Start(job) => {
                     let bind_to = SocketAddr::new(self.config.listen.ip(), 0);
                     match Async::<UdpSocket>::bind(bind_to) {
-                        Ok(socket) => tasks
-                            .spawn(serve_alone(socket, *job, scratch.clone()))
-                            .detach(),
+                        Ok(socket) => {
+                            let stop = self.shutdown.clone();
+                            tasks
+                                .spawn(serve_alone(socket, *job, scratch.clone(), stop))
+                                .detach()
+                        }
                         Err(e) => {
-                            log::warning!("tftp: {from}: no socket for the transfer: {e}");
+                            log::warning_limited!("tftp: {from}: no socket for the transfer: {e}");
                             refuse(socket, from, ErrorCode::NotDefined, "server out of sockets")
                                 .await;
                         }
@@ -224,6 +292,12 @@ impl Server {
         let mut next_tick = Instant::now() + SINGLE_PORT_TICK;
         let mut deadline = Deadline::default();
         loop {
+            if self.shutdown.is_over() || (self.shutdown.is_begun() && jobs.is_empty()) {
+                for (peer, job) in jobs.drain() {
+                    end_for_shutdown(socket, peer, &job).await;
+                }
+                return Ok(());
+            }
             let received = deadline
                 .race(Some(next_tick), socket.recv_from(&mut buf))
                 .await?;
@@ -271,7 +345,7 @@ impl Server {
         let request = match Packet::parse(datagram) {
             Ok(Packet::Read(request)) => request,
             Ok(Packet::Write(request)) => {
-                log::warning!(
+                log::warning_limited!(
                     "tftp: {from}: write request for {:?} refused (read-only server)",
                     request.filename
                 );
@@ -281,10 +355,16 @@ impl Server {
             Ok(Packet::Error { .. }) => return Admission::Ignore,
             Ok(_) => return Admission::Refuse(ErrorCode::UnknownTid, "no such transfer"),
             Err(e) => {
-                log::warning!("tftp: {from}: malformed request dropped: {e}");
+                log::warning_limited!("tftp: {from}: malformed request dropped: {e}");
                 return Admission::Refuse(ErrorCode::IllegalOperation, "malformed request");
             }
         };
+        if self.shutdown.is_begun() {
+            return Admission::Refuse(
+                ErrorCode::NotDefined,
+                "server shutting down, try another server",
+            );
+        }
         match self.open(from, request) {
             Ok(job) => Admission::Start(job),
             Err((code, message)) => Admission::Refuse(code, message),
@@ -297,8 +377,9 @@ impl Server {
         request: Request<'_>,
     ) -> Result<Box<Job>, (ErrorCode, &'static str)> {
         let name = request.filename;
+        let tuned = self.tuning.get();
         let path = sanitize(name).map_err(|e| {
-            log::warning!("tftp: {from}: refused {name:?}: {e}");
+            log::warning_limited!("tftp: {from}: refused {name:?}: {e}");
             (ErrorCode::AccessViolation, "file name refused")
         })?;
         let opened = self
@@ -309,7 +390,7 @@ impl Server {
                 Mode::Netascii => c.into_netascii(MAX_NETASCII_LEN),
             });
         let content = opened.map_err(|e| {
-            log::warning!("tftp: {from}: {path}: {e}");
+            log::warning_limited!("tftp: {from}: {path}: {e}");
             match e {
                 OpenError::NotFound => (ErrorCode::FileNotFound, "file not found"),
                 OpenError::Denied(why) => (ErrorCode::AccessViolation, why),
@@ -317,24 +398,18 @@ impl Server {
             }
         })?;
         let negotiated =
-            negotiate(request.options, self.config.limits, content.len()).map_err(|refused| {
-                log::warning!("tftp: {from}: {path}: {refused}");
+            negotiate(request.options, tuned.limits, content.len()).map_err(|refused| {
+                log::warning_limited!("tftp: {from}: {path}: {refused}");
                 (ErrorCode::OptionRefused, "option refused")
             })?;
         let now = Instant::now();
         let guard = self
             .progress
-            .try_begin(
-                self.config.max_transfers,
-                from,
-                path.as_str(),
-                content.len(),
-                now,
-            )
+            .try_begin(tuned.max_transfers, from, path.as_str(), content.len(), now)
             .ok_or_else(|| {
-                log::warning!(
+                log::warning_limited!(
                     "tftp: {from}: {path}: busy ({} transfers), refused",
-                    self.config.max_transfers
+                    tuned.max_transfers
                 );
                 (ErrorCode::NotDefined, "server busy, try another server")
             })?;
@@ -344,7 +419,7 @@ impl Server {
             negotiated.blksize,
             negotiated.windowsize
         );
-        let transfer = Transfer::new(from, negotiated, self.config.retransmit, content.len());
+        let transfer = Transfer::new(from, negotiated, tuned.retransmit, content.len());
         Ok(Box::new(Job {
             transfer,
             source: self.source.clone(),
@@ -367,8 +442,19 @@ async fn refuse(socket: &Async<UdpSocket>, to: SocketAddr, code: ErrorCode, mess
     }
 }
 
-/// Serves one transfer from its own socket until it ends.
-async fn serve_alone(socket: Async<UdpSocket>, mut job: Job, scratch: Scratch) {
+/// Ends a transfer that a shutdown cut short, with an ERROR so that the client moves on at once.
+async fn end_for_shutdown(socket: &Async<UdpSocket>, peer: SocketAddr, job: &Job) {
+    refuse(socket, peer, ErrorCode::NotDefined, "server shutting down").await;
+    log::info!(
+        "tftp: {peer}: {} ended by the shutdown after {} of {} bytes",
+        job.path,
+        job.transfer.bytes_acked(),
+        job.transfer.size()
+    );
+}
+
+/// Serves one transfer from its own socket until it ends (or `stop` is over).
+async fn serve_alone(socket: Async<UdpSocket>, mut job: Job, scratch: Scratch, stop: Shutdown) {
     let sink = Sink {
         socket: &socket,
         batches: BatchSender::default(),
@@ -381,14 +467,17 @@ async fn serve_alone(socket: Async<UdpSocket>, mut job: Job, scratch: Scratch) {
         if flush(&sink, &mut job).await {
             return;
         }
+        if stop.is_over() {
+            end_for_shutdown(&socket, job.transfer.peer(), &job).await;
+            return;
+        }
         // Alone on the thread, a transfer polls for its ACK before sleeping (see BusyPoll).
         let polled = busy_recv(&socket, &mut buf, &mut busy_poll, || job.guard.alone()).await;
         let received = match polled {
             Some(datagram) => Ok(Some(datagram)),
             None => {
-                deadline
-                    .race(job.transfer.poll_timeout(), socket.recv_from(&mut buf))
-                    .await
+                let wake = earliest(job.transfer.poll_timeout(), stop.deadline());
+                deadline.race(wake, socket.recv_from(&mut buf)).await
             }
         };
         match received {
@@ -456,12 +545,12 @@ async fn flush(sink: &Sink<'_>, job: &mut Job) -> bool {
             "tftp: {peer}: {} size probe ended by the client: {message:?}",
             job.path
         ),
-        Outcome::ClientError { code, message } => log::info!(
+        Outcome::ClientError { code, message } => log::info_limited!(
             "tftp: {peer}: {} ended by the client: error {} {message:?}",
             job.path,
             code.code()
         ),
-        Outcome::TimedOut => log::warning!(
+        Outcome::TimedOut => log::warning_limited!(
             "tftp: {peer}: {} timed out after {} of {} bytes",
             job.path,
             job.transfer.bytes_acked(),
