@@ -274,9 +274,11 @@ pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
     }
     files.sort();
     let mut manifest = Vec::new();
+    // One buffer for every file: a router's memory must not have to hold its largest file.
+    let mut buf = vec![0u8; 64 << 10];
     for path in files {
-        let content = match std::fs::read(&path) {
-            Ok(content) => content,
+        let (len, digest) = match hash_file(&path, &mut buf) {
+            Ok(hashed) => hashed,
             Err(e) => {
                 left_out(&path, e);
                 continue;
@@ -285,11 +287,31 @@ pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
         let relative = path.strip_prefix(root).unwrap_or(&path);
         manifest.extend_from_slice(relative.to_string_lossy().as_bytes());
         manifest.push(0);
-        manifest.extend_from_slice(content.len().to_string().as_bytes());
+        manifest.extend_from_slice(len.to_string().as_bytes());
         manifest.push(0);
-        manifest.extend_from_slice(&sha256(&content));
+        manifest.extend_from_slice(&digest);
     }
     Ok(sha256(&manifest))
+}
+
+/// The length and SHA-256 of the file at `path`, read through `buf`.
+fn hash_file(path: &Path, buf: &mut [u8]) -> std::io::Result<(u64, [u8; 32])> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut len = 0u64;
+    loop {
+        match file.read(buf) {
+            Ok(0) => return Ok((len, hasher.finalize().into())),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
