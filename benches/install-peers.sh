@@ -29,7 +29,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
 apt_update_once() {
     if [ "$apt_updated" -eq 0 ]; then
-        apt-get update -qq
+        "$(dirname "$0")/../.ci/apt-update"
         apt_updated=1
     fi
 }

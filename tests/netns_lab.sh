@@ -23,7 +23,7 @@ install_packages() {
         chmod +x /usr/sbin/policy-rc.d
     fi
     echo "installing ${need[*]}"
-    apt-get update -qq
+    "$(dirname "${BASH_SOURCE[0]}")/../.ci/apt-update"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 

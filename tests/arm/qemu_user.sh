@@ -13,7 +13,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 for pkg in qemu-user-static libc6-armhf-cross; do
   dpkg -s "$pkg" >/dev/null 2>&1 || {
-    $SUDO apt-get update -qq
+    $SUDO .ci/apt-update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static libc6-armhf-cross >/dev/null
     break
   }

@@ -109,7 +109,7 @@ kernel_image() {
     chown _apt "$tmp" 2>/dev/null || true # apt-get download drops to _apt
     if [ -z "$pkg" ] || ! (cd "$tmp" && apt-get download -qq "$pkg" >&2); then
         # Stale package lists name a kernel the mirror no longer has: refresh once.
-        apt-get update -qq >&2 || true
+        "$(dirname "${BASH_SOURCE[0]}")/../../.ci/apt-update" >&2
         pkg=$(kernel_package "$arch") || true
         [ -n "$pkg" ] && (cd "$tmp" && apt-get download -qq "$pkg" >&2) || pkg=""
     fi
@@ -723,7 +723,7 @@ main() {
         # Debian's arm64 kernel and busybox come from the arm64 archive.
         if ! dpkg --print-foreign-architectures | grep -qx arm64; then
             dpkg --add-architecture arm64
-            apt-get update -qq
+            "$(dirname "${BASH_SOURCE[0]}")/../../.ci/apt-update"
         fi
     fi
     if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then
