@@ -204,6 +204,7 @@ mod tests {
             remaining: 1000 * active as u64,
             sent,
             completed: 0,
+            ..Totals::default()
         }
     }
 
