@@ -13,8 +13,10 @@
 //! - an ACK of an earlier block that was sent (a client saw a gap, or a duplicated or late
 //!   block: the two look the same) *slides* the window: the client will now ACK `windowsize`
 //!   blocks after it, so the new blocks up to there are sent, and what is in flight is not sent
-//!   again yet. A client that really lost a block repeats its ACK or stays silent; the timer
-//!   covers both;
+//!   again yet, and new blocks wait a round trip: a client that drops blocks arriving out of
+//!   order (atftp) reports a swapped pair with ACKs of the blocks before and after the first,
+//!   and that pair sends the window back at once. A client that really lost a block repeats
+//!   its ACK or stays silent; the timer covers both;
 //! - a repeated ACK of the block last acknowledged, while later blocks are out, reports a gap
 //!   there: the window goes back to it at once. Only outside a recovery: a repeated ACK of a
 //!   block at or below the highest block sent when the window last went back may be the
@@ -313,6 +315,9 @@ pub struct Transfer {
     recover: Option<u64>,
     /// The block acknowledged when the window last went back on a repeated ACK.
     went_back_at: Option<u64>,
+    /// The last ACK inside the window, and until when the window waits to see whether the
+    /// client reports the next block missing too (see [`Transfer::handle_ack`]).
+    settling: Option<(u64, Instant)>,
     sent: Sent,
     last_batch: Option<Batch>,
     congestion: Congestion,
@@ -360,6 +365,7 @@ impl Transfer {
             window_end: 0,
             recover: None,
             went_back_at: None,
+            settling: None,
             sent: Sent {
                 next: 1,
                 max: 0,
@@ -501,9 +507,15 @@ impl Transfer {
                 }
                 // The client ACKs next a window after this block, wherever this block was in
                 // the window: send on from what was sent, never again what is in flight.
+                let inside = block < self.window_end;
                 self.window_end = self.window_after(block);
                 self.sent.next = self.sent.next.max(block + 1);
                 self.new_burst();
+                if inside {
+                    self.settle(now, block);
+                } else {
+                    self.settling = None;
+                }
                 // The timer starts once the window is all sent, which it may be already.
                 self.sent.timer =
                     (self.sent.next > self.send_limit()).then(|| self.retransmit_deadline(now));
@@ -512,18 +524,42 @@ impl Transfer {
         }
     }
 
+    /// An ACK of `block` inside the window: a duplicated or late block, or a gap. New blocks
+    /// wait a round trip: a client that drops what arrives out of order (atftp) answers two
+    /// blocks swapped by the network with ACKs of the block before them and of the first one,
+    /// having dropped the second; that pair sends the window back at once, before blocks it
+    /// would drop go out.
+    fn settle(&mut self, now: Instant, block: u64) {
+        if let Some((before, until)) = self.settling.take() {
+            if block == before + 1 && now < until {
+                return self.gap_reported();
+            }
+        }
+        let until = now + self.round_trip.pacing_interval();
+        self.settling = Some((block, until));
+        self.sent.burst_at = Some(until);
+    }
+
     /// A repeated ACK of the block last acknowledged: a gap after it, unless it may be the
-    /// client's answer to our resends (it has all we resent), or it already made us go back.
+    /// client's answer to our resends (it has all we resent).
     fn repeated_ack(&mut self) {
         let outstanding = self.sent.max > self.acked;
         let echo = self.recover == Some(self.acked);
-        let again = self.went_back_at == Some(self.acked);
-        if self.options.windowsize > 1 && outstanding && !echo && !again {
-            self.went_back_at = Some(self.acked);
-            self.sent.stats.loss_events += 1;
-            self.congestion.on_loss(false);
-            self.go_back();
+        if self.options.windowsize > 1 && outstanding && !echo {
+            self.gap_reported();
         }
+    }
+
+    /// The client misses the block after the one it acknowledged: back to it, once.
+    fn gap_reported(&mut self) {
+        if self.went_back_at == Some(self.acked) {
+            return;
+        }
+        self.went_back_at = Some(self.acked);
+        self.settling = None;
+        self.sent.stats.loss_events += 1;
+        self.congestion.on_loss(false);
+        self.go_back();
     }
 
     /// Client progress at `now`: the back-off and the silence count start again.
@@ -1137,6 +1173,32 @@ mod tests {
         assert_eq!(h.drain_window(), (12..=19).collect::<Vec<_>>());
         assert_eq!(h.t.stats().data_retransmitted, 0);
         assert_eq!(h.t.stats().loss_events, 0);
+    }
+
+    #[test]
+    fn a_client_dropping_a_swapped_block_gets_the_window_back_at_once() {
+        // atftp receives 1, 2, 4, 3: it ACKs 2 at block 4 (dropping it), takes 3, then ACKs 3
+        // at block 5 (dropping it and all that follow, until 4 comes again).
+        let rtt = Duration::from_millis(1);
+        let mut h = Harness::new(100_000, 1000, 8, true).batched(8);
+        h.negotiate(rtt);
+        assert_eq!(h.drain_window(), (1..=8).collect::<Vec<_>>());
+        h.now += rtt;
+        h.ack(2);
+        assert!(h.drain().is_empty(), "new blocks wait a round trip");
+        h.ack(3);
+        assert_eq!(h.drain_window(), (4..=11).collect::<Vec<_>>());
+        assert_eq!(h.t.stats().loss_events, 1);
+        // An ACK inside the window alone (a duplicate): the new blocks go a round trip later.
+        h.now += rtt;
+        h.ack(11);
+        h.drain_window();
+        h.now += rtt;
+        h.ack(13);
+        assert!(h.drain().is_empty());
+        h.now += rtt;
+        assert_eq!(h.drain_window(), (20..=21).collect::<Vec<_>>());
+        assert_eq!(h.t.stats().loss_events, 1);
     }
 
     #[test]
