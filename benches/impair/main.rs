@@ -8,7 +8,10 @@
 //! - `BOOTHERD_IMPAIR_REPS`: runs per cell, different seeds (default 3; the median is shown);
 //! - `BOOTHERD_IMPAIR_BASELINE`: another bootherd binary to measure beside this one (a
 //!   previous build, say);
-//! - `BOOTHERD_IMPAIR_QUICK=1`: 1 repetition, a quarter of the file sizes.
+//! - `BOOTHERD_IMPAIR_QUICK=1`: 1 repetition, a quarter of the file sizes;
+//! - `BOOTHERD_IMPAIR_ONLY=TEXT`: only the cells whose "condition | server | client | window W"
+//!   contains TEXT;
+//! - `BOOTHERD_IMPAIR_KEEP=1`: keep the work directory with the servers' logs.
 //!
 //! Everything runs on 127.0.0.1. Servers are killed by PID, with the children they forked,
 //! when the bench ends, also on a panic; they share the terminal's process group, so Ctrl-C
@@ -278,6 +281,7 @@ fn main() {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let quick = env("BOOTHERD_IMPAIR_QUICK").is_some_and(|v| v != "0")
         || std::env::args().any(|a| a == "--quick");
+    let only = env("BOOTHERD_IMPAIR_ONLY");
     let reps: u64 = env("BOOTHERD_IMPAIR_REPS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 })
@@ -337,6 +341,22 @@ fn main() {
                     &WINDOWS[..1]
                 };
                 for &window in windows {
+                    let label = format!(
+                        "{} | {} | {} | window {window}",
+                        condition.name,
+                        server.name,
+                        client.name()
+                    );
+                    if only
+                        .as_ref()
+                        .is_some_and(|only| !label.contains(only.as_str()))
+                    {
+                        row.push("-".into());
+                        if !server.windowed {
+                            row.push("-".into());
+                        }
+                        continue;
+                    }
                     let mut per_block = Vec::new();
                     let mut secs = Vec::new();
                     for seed in 1..=reps {
@@ -345,12 +365,7 @@ fn main() {
                                 per_block.push(s.per_block);
                                 secs.push(s.secs);
                             }
-                            Err(why) => failures.push(format!(
-                                "{} / {} / window {window} / {} / seed {seed}: {why}",
-                                server.name,
-                                client.name(),
-                                condition.name
-                            )),
+                            Err(why) => failures.push(format!("{label} | seed {seed}: {why}")),
                         }
                     }
                     let cell = if per_block.is_empty() {
@@ -358,12 +373,7 @@ fn main() {
                     } else {
                         format!("{:.2}x ({:.1} s)", median(per_block), median(secs))
                     };
-                    eprintln!(
-                        "{} | {} | {} | window {window}: {cell}",
-                        condition.name,
-                        server.name,
-                        client.name()
-                    );
+                    eprintln!("{label}: {cell}");
                     row.push(cell.clone());
                     if !server.windowed {
                         row.push(cell);
@@ -398,5 +408,9 @@ fn main() {
     }
     println!("total time: {:.0} s", started.elapsed().as_secs_f64());
     drop(servers);
-    let _ = fs::remove_dir_all(&work);
+    if env("BOOTHERD_IMPAIR_KEEP").is_some() {
+        println!("work directory kept: {}", work.display());
+    } else {
+        let _ = fs::remove_dir_all(&work);
+    }
 }

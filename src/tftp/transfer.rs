@@ -31,13 +31,14 @@
 //! is not a shorter window but a slower one: blocks go out at `cwnd` per smoothed round trip, in
 //! bursts of at most 16. With the full window it is one burst per ACK, as before.
 //!
-//! Timers: the round trip is measured from the first send of a window's last block to its ACK
-//! (and from the OACK to ACK 0), never from a block sent twice (Karn); the retransmission
+//! Timers: the round trip is measured from the first send of a block to its ACK (and from the
+//! OACK to ACK 0), never from a block sent twice (Karn); the retransmission
 //! timeout is `srtt + 4·rttvar` (RFC 6298) within [`MIN_RTO`] and [`MAX_RTO`], doubled for every
 //! timeout in a row. The transfer gives up after `timeout × (2^retries − 1)` without progress
 //! (31 s with the defaults, as tftpd-hpa's 1, 3, 7, 15, 31 s), and after [`FIRST_ACK_LIMIT`] when
 //! the client never answered at all, whatever its `timeout` option says.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ const MIN_CWND: u32 = 2;
 /// Most blocks in one burst of a paced window: bursts of a large congestion window are split
 /// (and spaced closer), so that a window never arrives at a bottleneck queue all at once.
 const MAX_BURST: u32 = 8;
+/// Batches whose first send is remembered for round-trip samples.
+const FIRST_SENDS: usize = 64;
 /// Round trip assumed for pacing until one is measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(10);
 /// Times the first window is resent before a client that never proved its address is given up.
@@ -264,9 +267,6 @@ struct Sent {
     next: u64,
     /// Highest block sent so far.
     max: u64,
-    /// The current window's last block, first sent at this instant: its ACK is a round-trip
-    /// sample.
-    timed: Option<(u64, Instant)>,
     /// Blocks the current burst may still send (when the congestion window paces).
     burst_left: u32,
     /// When the next burst may start.
@@ -319,6 +319,9 @@ pub struct Transfer {
     /// client reports the next block missing too (see [`Transfer::handle_ack`]).
     settling: Option<(u64, Instant)>,
     sent: Sent,
+    /// First sends of blocks, a batch at a time (first block, last block, when): an ACK of a
+    /// block sent once is a round-trip sample.
+    first_sends: VecDeque<(u64, u64, Instant)>,
     last_batch: Option<Batch>,
     congestion: Congestion,
     round_trip: RoundTrip,
@@ -369,13 +372,13 @@ impl Transfer {
             sent: Sent {
                 next: 1,
                 max: 0,
-                timed: None,
                 burst_left: congestion.burst().unwrap_or(u32::MAX),
                 burst_at: None,
                 timer: None,
                 probed: false,
                 stats: TransferStats::default(),
             },
+            first_sends: VecDeque::new(),
             last_batch: None,
             congestion,
             round_trip: RoundTrip::default(),
@@ -489,13 +492,9 @@ impl Transfer {
                     return; // older than what is acknowledged, or never sent: ignored
                 }
                 let block = self.acked + ahead;
-                if let Some((timed, at)) = self.sent.timed.take() {
-                    if timed == block {
-                        self.round_trip.sample(now - at);
-                        self.round_trip.from_data = true;
-                    }
-                }
-                if self.recover.is_none_or(|r| block > r) {
+                let sent_once = self.recover.is_none_or(|r| block > r);
+                self.sample_round_trip(now, block, sent_once);
+                if sent_once {
                     self.congestion.on_ack(ahead);
                 }
                 self.acked = block;
@@ -521,6 +520,33 @@ impl Transfer {
                     (self.sent.next > self.send_limit()).then(|| self.retransmit_deadline(now));
             }
             _ => {}
+        }
+    }
+
+    /// Takes the time since `block` was first sent as a round trip (Karn: only if it was sent
+    /// once). An ACK of a window's last block comes at once; one inside the window comes when a
+    /// later block arrives, a little later. A sample longer than the timeout is not the path's
+    /// (the window would have been resent): the client's own timer made that ACK.
+    fn sample_round_trip(&mut self, now: Instant, block: u64, sent_once: bool) {
+        let at = self
+            .first_sends
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&block))
+            .map(|(_, _, at)| *at);
+        while self
+            .first_sends
+            .front()
+            .is_some_and(|(_, last, _)| *last <= block)
+        {
+            self.first_sends.pop_front();
+        }
+        let sample = match at {
+            Some(at) if sent_once => now.saturating_duration_since(at),
+            _ => return,
+        };
+        if sample < self.round_trip.rto(self.initial_rto) {
+            self.round_trip.sample(sample);
+            self.round_trip.from_data = true;
         }
     }
 
@@ -577,7 +603,7 @@ impl Transfer {
     fn go_back(&mut self) {
         self.recover = Some(self.sent.max);
         self.sent.next = self.acked + 1;
-        self.sent.timed = None;
+        self.first_sends.clear();
         self.sent.timer = None;
         self.sent.probed = false;
         self.new_burst();
@@ -804,9 +830,10 @@ impl Transfer {
         }
         stats.data_retransmitted += (self.sent.max.min(last) + 1).saturating_sub(first);
         if last > self.sent.max {
-            if (self.sent.max + 1..=last).contains(&self.window_end) {
-                self.sent.timed = Some((self.window_end, now));
+            if self.first_sends.len() == FIRST_SENDS {
+                self.first_sends.pop_front();
             }
+            self.first_sends.push_back((self.sent.max + 1, last, now));
             self.sent.max = last;
         }
         self.sent.next = last + 1;
@@ -834,6 +861,9 @@ impl Transfer {
         };
         let sent = (sent as u64).min(batch.count);
         if sent < batch.count && self.state == State::Sending {
+            if !batch.probe && batch.first + batch.count - 1 > batch.before.max {
+                self.first_sends.pop_back();
+            }
             self.sent = batch.before;
             if sent > 0 {
                 self.record_sent(batch.at, batch.first, sent, batch.probe);
@@ -1354,6 +1384,25 @@ mod tests {
         h.ack(4);
         h.drain_window();
         assert_eq!(h.t.poll_timeout(), Some(h.now + MIN_RTO));
+    }
+
+    #[test]
+    fn an_ack_inside_the_window_measures_the_round_trip_too() {
+        // Under heavy reordering atftp may never ACK the last block of a window sent once:
+        // timing only those left the timeout at its initial second for a whole transfer.
+        let mut h = Harness::new(1_000_000, 1000, 8, true);
+        h.drain();
+        h.advance(Duration::from_secs(1));
+        h.drain();
+        h.ack(0); // answers a resent OACK: no sample
+        let start = h.now;
+        assert_eq!(h.drain_window(), (1..=8).collect::<Vec<_>>());
+        h.now += Duration::from_millis(5);
+        h.ack(3); // block 3 went at `start`
+        assert_eq!(h.now - start, Duration::from_millis(15));
+        assert_eq!(h.drain_window(), [9, 10, 11]);
+        // srtt 15 ms and rttvar 7.5 ms: 45 ms.
+        assert_eq!(h.t.poll_timeout(), Some(h.now + Duration::from_millis(45)));
     }
 
     #[test]
