@@ -92,7 +92,33 @@ pub struct Server {
 /// The buffer every transfer of a server fills its DATA batches in, in turn: all of them run
 /// on one thread and never hold it across an `await`, so one buffer serves any number of
 /// transfers, and memory does not grow with their windows.
-type Scratch = Rc<RefCell<Vec<u8>>>;
+type Scratch = Rc<RefCell<BatchBuffer>>;
+
+/// [`MAX_BATCH_BYTES`] that start half a page past a page boundary. The kernel copies a file's
+/// bytes out of page-aligned page-cache pages; with a block size that is a multiple of the page
+/// size, a block's payload (4 bytes into the buffer, after its header) lands a few bytes past
+/// the page offset it comes from, and such a copy runs 3 to 4 times slower on x86 (4K
+/// aliasing: 5.4 µs instead of 1.4 µs per 8 KiB here). Where the heap happened to put the
+/// buffer decided it; now the buffer's placement does.
+struct BatchBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl BatchBuffer {
+    const PAGE: usize = 4096;
+
+    fn new() -> Self {
+        let bytes = vec![0u8; MAX_BATCH_BYTES + Self::PAGE];
+        let start =
+            (Self::PAGE / 2 + Self::PAGE - bytes.as_ptr() as usize % Self::PAGE) % Self::PAGE;
+        BatchBuffer { bytes, start }
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + MAX_BATCH_BYTES]
+    }
+}
 
 /// An ERROR to answer a request with.
 type Refusal = (ErrorCode, &'static str);
@@ -193,7 +219,7 @@ impl Server {
             self.config.max_transfers
         );
         let socket = Async::new(self.socket.try_clone()?)?;
-        let scratch = Rc::new(RefCell::new(vec![0u8; MAX_BATCH_BYTES]));
+        let scratch = Rc::new(RefCell::new(BatchBuffer::new()));
         if self.config.single_port {
             self.run_single_port(&socket, &scratch).await
         } else {
@@ -657,6 +683,7 @@ fn log_outcome(job: &Job, outcome: &Outcome) {
 /// must wait. The scratch buffer is borrowed only here, never across an `await`.
 fn send_pending(sink: &Sink<'_>, job: &mut Job) -> Stall {
     let mut scratch = sink.scratch.borrow_mut();
+    let scratch = scratch.get();
     // Paced, batches are a quantum: transfers waiting for the pacer take turns in slices.
     let datagrams = job.pacer.quantum().map_or(MAX_BATCH_DATAGRAMS, |quantum| {
         (quantum / job.transfer.segment_len()).clamp(1, MAX_BATCH_DATAGRAMS)
