@@ -33,6 +33,23 @@ fn root() -> (TempDir, Vec<(&'static str, Vec<u8>)>) {
     (dir, files)
 }
 
+/// `boot/kernel` fetched from `server` with blksize 1468 and `windowsize`.
+fn fetch_kernel_windowed(server: SocketAddr, windowsize: u16) -> Vec<u8> {
+    let out = TempDir::new("out");
+    let target = out.path().join("k");
+    let o = fetch(&[
+        &format!("tftp://{server}/boot/kernel"),
+        "-o",
+        target.to_str().unwrap(),
+        "--blksize",
+        "1468",
+        "--windowsize",
+        &windowsize.to_string(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    std::fs::read(&target).unwrap()
+}
+
 fn raw_socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -190,19 +207,7 @@ fn windows_style_paths_and_stdout_output() {
 fn single_port_mode_serves_from_the_listening_port() {
     let (dir, files) = root();
     let server = TftpServer::start(dir.path(), &["--single-port"]);
-    let out = TempDir::new("out");
-    let target = out.path().join("k");
-    let o = fetch(&[
-        &format!("tftp://{}/boot/kernel", server.addr),
-        "-o",
-        target.to_str().unwrap(),
-        "--blksize",
-        "1468",
-        "--windowsize",
-        "16",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    assert!(std::fs::read(&target).unwrap() == files[3].1);
+    assert!(fetch_kernel_windowed(server.addr, 16) == files[3].1);
     let s = raw_socket();
     s.send_to(&rrq("small.cfg", &[]), server.addr).unwrap();
     let (data, from) = recv(&s);
@@ -450,16 +455,5 @@ fn single_port_mode_sends_little_before_the_client_proves_its_address() {
         "{received} bytes for {sent}"
     );
     // A real client proves its address with its first ACK and gets whole windows.
-    let out = TempDir::new("out");
-    let target = out.path().join("k");
-    let o = fetch(&[
-        &format!("tftp://{}/boot/kernel", server.addr),
-        "-o",
-        target.to_str().unwrap(),
-        "--blksize",
-        "1468",
-        "--windowsize",
-        "64",
-    ]);
-    assert!(o.status.success(), "{o:?}");
+    assert_eq!(fetch_kernel_windowed(server.addr, 64).len(), 3 << 20);
 }

@@ -249,17 +249,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Pseudo-random bytes, so that a wrong block never matches.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// Random bytes, so that a wrong block never matches.
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+    bytes
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -301,7 +295,7 @@ fn main() {
     let files: Vec<(String, Vec<u8>)> = conditions
         .iter()
         .enumerate()
-        .map(|(i, c)| (format!("f{i}.bin"), random_bytes(c.file_len, i as u64 + 7)))
+        .map(|(i, c)| (format!("f{i}.bin"), random_bytes(c.file_len)))
         .collect();
     for (name, bytes) in &files {
         fs::write(root.join(name), bytes).unwrap();

@@ -1187,11 +1187,8 @@ mod tests {
         assert_eq!(Harness::blocks(&h.drain()), [9, 10, 11, 12]);
     }
 
-    #[test]
-    fn an_ack_inside_the_window_slides_it_without_resending_what_is_in_flight() {
-        // Issue 11, defect 1: a duplicated or late block makes a client ACK the block it has
-        // (atftp does), which looks just like a gap. Restarting the window there sent every
-        // block in flight twice, and the client's answer to those restarted it again.
+    /// A window of 8 sent, and an ACK of block 3 inside it.
+    fn acked_inside_the_window() -> Harness {
         let mut h = Harness::new(100_000, 1000, 8, true);
         h.drain();
         h.ack(0);
@@ -1199,6 +1196,15 @@ mod tests {
         h.ack(3);
         // The client ACKs next at 3 + 8: only the new blocks 9..=11 go out.
         assert_eq!(h.drain_window(), [9, 10, 11]);
+        h
+    }
+
+    #[test]
+    fn an_ack_inside_the_window_slides_it_without_resending_what_is_in_flight() {
+        // Issue 11, defect 1: a duplicated or late block makes a client ACK the block it has
+        // (atftp does), which looks just like a gap. Restarting the window there sent every
+        // block in flight twice, and the client's answer to those restarted it again.
+        let mut h = acked_inside_the_window();
         h.ack(11);
         assert_eq!(h.drain_window(), (12..=19).collect::<Vec<_>>());
         assert_eq!(h.t.stats().data_retransmitted, 0);
@@ -1233,12 +1239,7 @@ mod tests {
 
     #[test]
     fn a_repeated_ack_reports_a_gap_and_resends_once_per_recovery() {
-        let mut h = Harness::new(100_000, 1000, 8, true);
-        h.drain();
-        h.ack(0);
-        assert_eq!(h.drain_window(), (1..=8).collect::<Vec<_>>());
-        h.ack(3);
-        assert_eq!(h.drain_window(), [9, 10, 11]);
+        let mut h = acked_inside_the_window();
         // The client repeats ACK 3: block 4 is missing. Everything after it goes again.
         h.ack(3);
         assert_eq!(h.drain_window(), (4..=11).collect::<Vec<_>>());
@@ -1482,15 +1483,17 @@ mod tests {
         assert_eq!(h.t.stats().loss_events, 2);
     }
 
+    /// A transfer of 10 bytes to a client that asked for `timeout` = `secs`.
+    fn asking_timeout(secs: u64) -> Transfer {
+        let mut opts = crate::tftp::wire::OptionsBuf::default();
+        opts.push("timeout", secs);
+        let n = negotiate(opts.as_options(), Limits::default(), 10).unwrap();
+        Transfer::new(PEER, n, Retransmit::default(), 10)
+    }
+
     #[test]
     fn client_timeout_option_overrides_ours() {
-        let opts = {
-            let mut o = crate::tftp::wire::OptionsBuf::default();
-            o.push("timeout", 3);
-            o
-        };
-        let n = negotiate(opts.as_options(), Limits::default(), 10).unwrap();
-        let mut t = Transfer::new(PEER, n, Retransmit::default(), 10);
+        let mut t = asking_timeout(3);
         let now = Instant::now();
         let mut buf = [0u8; 600];
         t.poll_transmit(now, 1, &mut buf, &b"0123456789"[..])
@@ -1502,13 +1505,7 @@ mod tests {
     fn the_first_ack_is_awaited_five_seconds_whatever_the_timeout_option() {
         // Issue 11, defect 5: `timeout=255` in a spoofed request held a transfer slot for
         // 25 minutes (six times 255 s).
-        let opts = {
-            let mut o = crate::tftp::wire::OptionsBuf::default();
-            o.push("timeout", 255);
-            o
-        };
-        let n = negotiate(opts.as_options(), Limits::default(), 10).unwrap();
-        let mut t = Transfer::new(PEER, n, Retransmit::default(), 10);
+        let mut t = asking_timeout(255);
         let start = Instant::now();
         let mut buf = [0u8; 600];
         let mut now = start;
