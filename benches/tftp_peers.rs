@@ -51,6 +51,8 @@ struct Settings {
     reps: usize,
     iperf_secs: u32,
     peers_dir: PathBuf,
+    /// Another bootherd binary (an older build, say), measured as one more server.
+    baseline: Option<PathBuf>,
     fetch_limit: Duration,
     atftp_limit: Duration,
     storm_limit: Duration,
@@ -118,6 +120,7 @@ impl Settings {
                 .map(|n| n.max(1) as usize)
                 .unwrap_or(if quick { 1 } else { 3 }),
             iperf_secs: if quick { 1 } else { 3 },
+            baseline: env("BOOTHERD_BENCH_BASELINE").map(PathBuf::from),
             peers_dir: env("BOOTHERD_PEERS")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/opt/bootherd-peers")),
@@ -329,14 +332,17 @@ enum Kind {
     Atftpd,
     Dnsmasq,
     RsTftpd,
+    /// `BOOTHERD_BENCH_BASELINE`: another bootherd build, side by side.
+    Baseline,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::Bootherd,
     Kind::TftpdHpa,
     Kind::Atftpd,
     Kind::Dnsmasq,
     Kind::RsTftpd,
+    Kind::Baseline,
 ];
 
 impl Kind {
@@ -347,6 +353,7 @@ impl Kind {
             Kind::Atftpd => "atftpd",
             Kind::Dnsmasq => "dnsmasq",
             Kind::RsTftpd => "rs-tftpd",
+            Kind::Baseline => "baseline",
         }
     }
 
@@ -357,6 +364,7 @@ impl Kind {
             Kind::Atftpd => s.peers_dir.join("atftpd/usr/sbin/atftpd"),
             Kind::Dnsmasq => PathBuf::from("/usr/sbin/dnsmasq"),
             Kind::RsTftpd => s.peers_dir.join("rs-tftpd/bin/tftpd"),
+            Kind::Baseline => s.baseline.clone().unwrap_or_default(),
         }
     }
 
@@ -365,7 +373,10 @@ impl Kind {
     fn atftp_stalls(self, blksize: u16, windowsize: u16) -> bool {
         blksize >= 8192
             && windowsize > 1
-            && matches!(self, Kind::Bootherd | Kind::Atftpd | Kind::RsTftpd)
+            && matches!(
+                self,
+                Kind::Bootherd | Kind::Atftpd | Kind::RsTftpd | Kind::Baseline
+            )
     }
 }
 
@@ -455,7 +466,7 @@ fn start_server(
     let root_s = root.display().to_string();
     let mut cmd = pinned(s.cpus.server_cpu(), &program);
     match kind {
-        Kind::Bootherd => {
+        Kind::Bootherd | Kind::Baseline => {
             cmd.args(["tftp", "--root", &root_s, "--listen"])
                 .arg(format!("127.0.0.1:{port}"))
                 .args(["--max-blksize", "65464"]);
@@ -1206,7 +1217,7 @@ fn print_grid(results: &Results, kinds: &[Kind], client: Client, reps: usize) {
             let mut best: Option<f64> = None;
             for &k in &peers {
                 let m = results.median(((b, w), k, client));
-                if let Some(m) = m {
+                if let Some(m) = m.filter(|_| k != Kind::Baseline) {
                     best = Some(best.map_or(m, |x: f64| x.max(m)));
                 }
                 print!(" {:>10}", ratio_text(ours, m));
@@ -1298,6 +1309,9 @@ fn run(s: &Settings) -> io::Result<()> {
     let mut results = Results::default();
     let mut servers: Vec<Server> = Vec::new();
     for kind in KINDS {
+        if kind == Kind::Baseline && s.baseline.is_none() {
+            continue;
+        }
         match start_server(kind, s, &root, &logs, false) {
             Ok(server) => {
                 println!(
@@ -1523,7 +1537,7 @@ fn run(s: &Settings) -> io::Result<()> {
     let ours = |cell| results.median((cell, Kind::Bootherd, Client::Ours));
     let best_peer = kinds
         .iter()
-        .filter(|&&k| k != Kind::Bootherd)
+        .filter(|&&k| k != Kind::Bootherd && k != Kind::Baseline)
         .filter_map(|&k| results.median((HEADLINE, k, Client::Ours)).map(|m| (k, m)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let r1 = ours(HEADLINE).zip(best_peer).map(|(o, (_, p))| o / p);

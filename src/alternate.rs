@@ -191,7 +191,7 @@ impl Alternate {
         let digest = digest_dir(&config.root)
             .map_err(|e| format!("cannot hash {}: {e}", config.root.display()))?;
         let mut server_config = config.tftp.server(config.tftp_listen);
-        server_config.rate_limit = config.link_bytes_per_sec.filter(|_| config.rate_limit);
+        server_config.rate_limit = rate_cap(&config);
         // Bind first: with port 0 the advertised address is only known afterwards.
         let placeholder: Arc<dyn FileSource> = Arc::new(dir.clone());
         let server = Server::bind(server_config.clone(), placeholder)
@@ -286,6 +286,7 @@ impl Alternate {
         } = control;
         let shutdown = server.shutdown();
         let tuning = server.tuning();
+        let pacer = server.pacer();
         let reporter = Reporter {
             key: RefCell::new(config.key.clone()),
             centrals: RefCell::new(config.centrals.clone()),
@@ -303,13 +304,13 @@ impl Alternate {
             booked_bytes: boots.booked_bytes.load(Ordering::Relaxed),
             boot_bytes: boots.last_boot_bytes.load(Ordering::Relaxed),
             cpu: process_cpu_time(),
-            ..Observed::default()
         };
         let monitor_loop = async {
             let mut system = SystemSampler::new();
             let mut running = Running {
                 root: config.root.clone(),
                 shutdown_grace: config.tftp.shutdown_grace,
+                rate_cap: rate_cap(&config),
                 rehash: None,
             };
             loop {
@@ -319,6 +320,14 @@ impl Alternate {
                     state.keep(now, &config.id, monitor.capacity().learned());
                 }
                 running.finish_rehash(&config.id, &mut monitor);
+                // The pacer sends a little above the capacity learned so far (so that a faster
+                // link shows itself, see report::capacity), never above the configured cap;
+                // unpaced while neither is known.
+                let learned = monitor.capacity().pacing_rate();
+                let rate = running.rate_cap.into_iter().chain(learned).min();
+                if pacer.rate() != rate {
+                    pacer.set_rate(rate);
+                }
                 let signal = async { Some(requests.next().await) }
                     .or(async {
                         Timer::after(EDGE_CHECK).await;
@@ -499,8 +508,16 @@ struct Running {
     /// The root it serves (a new one needs a restart).
     root: PathBuf,
     shutdown_grace: Duration,
+    /// The configured sending cap (`alternate.rate_limit`), if any.
+    rate_cap: Option<u64>,
     /// A digest being computed for a reload, on a thread of its own (hashing reads every file).
     rehash: Option<std::thread::JoinHandle<io::Result<[u8; 32]>>>,
+}
+
+/// The configured cap on the alternate's sending rate: `link_bytes_per_sec` when `rate_limit`
+/// is on.
+fn rate_cap(config: &AlternateConfig) -> Option<u64> {
+    config.link_bytes_per_sec.filter(|_| config.rate_limit)
 }
 
 impl Running {
@@ -537,7 +554,8 @@ impl Running {
         tuning: &Tuning,
     ) {
         let mut server = new.tftp.server(new.tftp_listen);
-        server.rate_limit = new.link_bytes_per_sec.filter(|_| new.rate_limit);
+        self.rate_cap = rate_cap(&new);
+        server.rate_limit = self.rate_cap;
         tuning.apply(&server);
         monitor.set_capacity_cap(new.link_bytes_per_sec);
         *reporter.key.borrow_mut() = new.key;

@@ -33,6 +33,23 @@ fn root() -> (TempDir, Vec<(&'static str, Vec<u8>)>) {
     (dir, files)
 }
 
+/// `boot/kernel` fetched from `server` with blksize 1468 and `windowsize`.
+fn fetch_kernel_windowed(server: SocketAddr, windowsize: u16) -> Vec<u8> {
+    let out = TempDir::new("out");
+    let target = out.path().join("k");
+    let o = fetch(&[
+        &format!("tftp://{server}/boot/kernel"),
+        "-o",
+        target.to_str().unwrap(),
+        "--blksize",
+        "1468",
+        "--windowsize",
+        &windowsize.to_string(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    std::fs::read(&target).unwrap()
+}
+
 fn raw_socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -160,19 +177,7 @@ fn windows_style_paths_and_stdout_output() {
 fn single_port_mode_serves_from_the_listening_port() {
     let (dir, files) = root();
     let server = TftpServer::start(dir.path(), &["--single-port"]);
-    let out = TempDir::new("out");
-    let target = out.path().join("k");
-    let o = fetch(&[
-        &format!("tftp://{}/boot/kernel", server.addr),
-        "-o",
-        target.to_str().unwrap(),
-        "--blksize",
-        "1468",
-        "--windowsize",
-        "16",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    assert!(std::fs::read(&target).unwrap() == files[3].1);
+    assert!(fetch_kernel_windowed(server.addr, 16) == files[3].1);
     let s = raw_socket();
     s.send_to(&rrq("small.cfg", &[]), server.addr).unwrap();
     let (data, from) = recv(&s);
@@ -320,4 +325,105 @@ fn exit_codes_help_and_version() {
             );
         }
     }
+}
+
+#[test]
+fn a_fifo_in_the_root_is_refused_and_other_clients_are_served() {
+    // Issue 11, defect 8: a FIFO where a file was made the server wait for a writer.
+    let (dir, files) = root();
+    let st = Command::new("mkfifo")
+        .arg(dir.path().join("boot/fifo"))
+        .status()
+        .expect("run mkfifo");
+    assert!(st.success());
+    let server = TftpServer::start(dir.path(), &[]);
+    let url = |name: &str| format!("tftp://{}/{name}", server.addr);
+    let out = TempDir::new("out");
+    let target = out.path().join("k");
+    let fifo_url = url("boot/fifo");
+    let fifo = std::thread::spawn(move || fetch(&[&fifo_url, "-o", "/dev/null"]));
+    let started = Instant::now();
+    for _ in 0..3 {
+        let o = fetch(&[&url("boot/kernel"), "-o", target.to_str().unwrap()]);
+        assert!(o.status.success(), "{o:?}");
+        assert!(std::fs::read(&target).unwrap() == files[3].1);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let refused = fifo.join().unwrap();
+    assert!(!refused.status.success());
+    assert!(server.logged("boot/fifo: not a regular file"));
+}
+
+#[test]
+fn a_burst_of_500_requests_is_answered() {
+    // Issue 11, defect 9: the kernel dropped 243 of 500 simultaneous requests; the listening
+    // socket's receive buffer was enlarged only in single-port mode.
+    let (dir, _) = root();
+    let server = TftpServer::start(dir.path(), &["--max-transfers", "600"]);
+    let clients: Vec<UdpSocket> = (0..500).map(|_| raw_socket()).collect();
+    let request = rrq("small.cfg", &[]);
+    for c in &clients {
+        c.send_to(&request, server.addr).unwrap();
+    }
+    // Each client's first reply, whenever it comes, within 5 s in all.
+    let mut answered = vec![false; clients.len()];
+    let until = Instant::now() + Duration::from_secs(5);
+    while answered.contains(&false) && Instant::now() < until {
+        for (c, done) in clients.iter().zip(answered.iter_mut()) {
+            let mut buf = [0u8; 600];
+            c.set_nonblocking(true).unwrap();
+            if let Ok((n, _)) = c.recv_from(&mut buf) {
+                *done |= n >= 4 && buf[..4] == [0, 3, 0, 1];
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answered = answered.iter().filter(|a| **a).count();
+    assert_eq!(answered, 500, "requests answered");
+}
+
+#[test]
+fn single_port_mode_sends_little_before_the_client_proves_its_address() {
+    // Issue 11, defect 7: a request and ACK 0 sent blind (with a forged source) to the
+    // well-known port drew a window of 64 blocks and five resends of it: 5,593 times the
+    // bytes of the request. tftpd-hpa: 101 times.
+    let (dir, _) = root();
+    let server = TftpServer::start(dir.path(), &["--single-port"]);
+    let victim = raw_socket();
+    let request = rrq(
+        "boot/kernel",
+        &[("blksize", "1468"), ("windowsize", "64"), ("tsize", "0")],
+    );
+    // The attacker cannot see the OACK, but can time ACK 0 after it.
+    victim.send_to(&request, server.addr).unwrap();
+    let (oack, _) = recv(&victim);
+    assert_eq!(&oack[..2], &[0, 6]);
+    victim.send_to(&[0, 4, 0, 0], server.addr).unwrap();
+    let sent = request.len() + 4;
+    let mut received = oack.len();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(8);
+    let oack = oack.len();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < until {
+        match victim.recv_from(&mut buf) {
+            Ok((n, _)) => received += n,
+            Err(_) if server.logged("boot/kernel timed out") => break,
+            Err(_) => {}
+        }
+    }
+    assert!(
+        server.logged("boot/kernel timed out"),
+        "gave up on the victim"
+    );
+    // Block 1 and the probe ahead of it, three times: six blocks, as many as tftpd-hpa
+    // sends in lock-step (its first block and five resends).
+    assert!(
+        received <= oack + 6 * (1468 + 4),
+        "{received} bytes for {sent}"
+    );
+    // A real client proves its address with its first ACK and gets whole windows.
+    assert_eq!(fetch_kernel_windowed(server.addr, 64).len(), 3 << 20);
 }

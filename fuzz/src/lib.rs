@@ -138,21 +138,21 @@ pub fn tftp_transfer(data: &[u8]) {
                 }
                 .emit(&mut packet)
                 .unwrap();
-                transfer.handle_datagram(CLIENT, &packet[..n]);
+                transfer.handle_datagram(now, CLIENT, &packet[..n]);
             }
             1 => {
                 let n = Packet::Ack { block: input.u16() }
                     .emit(&mut packet)
                     .unwrap();
-                transfer.handle_datagram(CLIENT, &packet[..n]);
+                transfer.handle_datagram(now, CLIENT, &packet[..n]);
             }
             2 => {
                 let len = usize::from(input.byte());
-                transfer.handle_datagram(CLIENT, input.take(len));
+                transfer.handle_datagram(now, CLIENT, input.take(len));
             }
             3 => {
                 let len = usize::from(input.byte());
-                transfer.handle_datagram(STRANGER, input.take(len));
+                transfer.handle_datagram(now, STRANGER, input.take(len));
             }
             4 => {
                 now += Duration::from_millis(u64::from(input.byte()) * 50);

@@ -30,8 +30,9 @@ Options:
   --max-transfers N      transfers at once (at least 1); more are refused at once
                          [default: 512]
   --single-port          serve every transfer from the listening port (NAT, firewalls)
-  --timeout-ms N         retransmission timeout [default: 1000]
-  --retries N            retransmissions without progress before giving up [default: 5]
+  --timeout-ms N         retransmission timeout until the round trip is measured [default: 1000]
+  --retries N            back-off steps: give up after timeout x (2^N - 1) without progress
+                         [default: 5, i.e. 31 s]
   --shutdown-grace-ms N  time transfers in progress get after SIGTERM [default: 10000]
   -h, --help             this help
   -V, --version          print the version

@@ -19,13 +19,19 @@ use smol::future::FutureExt;
 use smol::net::UdpSocket;
 use smol::{Async, Timer};
 
-/// Receive buffer asked for on sockets that take bursts (a client's window of DATA, every
-/// client's ACKs in single-port mode). The kernel caps it at `net.core.rmem_max`.
+/// Receive buffer asked for on sockets that take bursts: a client's window of DATA, a storm of
+/// requests on a server's port (500 at once: about 1 MB of kernel memory), every client's ACKs
+/// in single-port mode.
 const BURST_RECV_BUFFER: usize = 4 << 20;
 
-/// Asks the kernel for a larger receive buffer; a refusal only costs throughput.
+/// Asks the kernel for a larger receive buffer: beyond `net.core.rmem_max` (212 KB by default)
+/// where the process may (`CAP_NET_ADMIN`, as a server still root while it binds), else up to
+/// it. A refusal only costs datagrams in a burst.
 pub fn grow_recv_buffer(socket: impl std::os::fd::AsFd) {
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, BURST_RECV_BUFFER);
+    use rustix::net::sockopt;
+    if sockopt::set_socket_recv_buffer_size_force(&socket, BURST_RECV_BUFFER).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(&socket, BURST_RECV_BUFFER);
+    }
 }
 
 /// A receive deadline that re-arms its timer only when the deadline moves earlier.

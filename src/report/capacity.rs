@@ -30,6 +30,11 @@ const CONFIRM_PERMILLE: u64 = 900;
 const MAX_EVIDENCE: Duration = Duration::from_secs(3600);
 /// Saved evidence halves over this much time at rest.
 pub const EVIDENCE_HALF_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// Queueing delay, beyond twice the base round trip, that marks an epoch as backlogged: a few
+/// milliseconds of a busy link, more than a LAN's round trip or a client's scheduling delay.
+const QUEUE_DELAY: Duration = Duration::from_millis(3);
+/// Round trips an epoch needs before its average says anything.
+const MIN_RTT_SAMPLES: u64 = 8;
 /// Pacing runs this much (per mille) above the estimate, so that a link faster than learned
 /// shows it: samples above the estimate raise it.
 const PACING_GAIN_PERMILLE: u64 = 1250;
@@ -47,6 +52,12 @@ pub struct Counters {
     pub paced_ns: u64,
     /// CPU time used by the process since start.
     pub cpu: Duration,
+    /// Round trips measured since start, their sum in microseconds, and the shortest.
+    pub rtt_samples: u64,
+    /// Their sum, in microseconds.
+    pub rtt_sum_us: u64,
+    /// The shortest, in microseconds (0: none yet).
+    pub rtt_min_us: u64,
 }
 
 /// A capacity learned from backlogged samples.
@@ -168,10 +179,11 @@ impl CapacityEstimator {
         let paced = Duration::from_nanos(counters.paced_ns.saturating_sub(epoch.at_start.paced_ns));
         let cpu = counters.cpu.saturating_sub(epoch.at_start.cpu);
         let cpu_bound = cpu * 10 >= wall * 9 && counters.active.min(last.active) >= 2;
+        let queued = queueing(&epoch.at_start, &counters);
         let sample = Sample {
             bytes_per_sec: (u128::from(delivered) * 1_000_000 / epoch.busy.as_micros().max(1))
                 .min(u128::from(u64::MAX)) as u64,
-            backlogged: loss || paced * 10 >= epoch.busy || cpu_bound,
+            backlogged: loss || paced * 10 >= epoch.busy || cpu_bound || queued,
             busy: epoch.busy,
         };
         self.learn(sample);
@@ -234,6 +246,20 @@ impl CapacityEstimator {
             });
         }
     }
+}
+
+/// Whether the round trips measured between two samples of the counters show a standing
+/// queue: on average more than twice the shortest round trip ever seen plus [`QUEUE_DELAY`].
+/// A queue builds only where data arrives faster than the link ahead carries it, so the
+/// alternate was sending as fast as its path allowed even if nothing was dropped yet (a deep
+/// switch buffer, or windows that all fit in it).
+fn queueing(before: &Counters, now: &Counters) -> bool {
+    let samples = now.rtt_samples.saturating_sub(before.rtt_samples);
+    if samples < MIN_RTT_SAMPLES || now.rtt_min_us == 0 {
+        return false;
+    }
+    let average = now.rtt_sum_us.saturating_sub(before.rtt_sum_us) / samples;
+    average >= 2 * now.rtt_min_us + QUEUE_DELAY.as_micros() as u64
 }
 
 /// The capacity as kept in the alternate's state file between runs.
@@ -346,6 +372,38 @@ mod tests {
     }
 
     #[test]
+    fn a_standing_queue_marks_an_epoch_backlogged_before_any_loss() {
+        let t0 = Instant::now();
+        let mut e = CapacityEstimator::new(1250 * MB, None, None);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Cumulative round trips: `samples` more of `average_us` each, shortest ever 200 µs.
+        let c = |delivered, samples: u64, sum_us: u64| Counters {
+            active: 20,
+            delivered,
+            rtt_samples: samples,
+            rtt_sum_us: sum_us,
+            rtt_min_us: 200,
+            ..Counters::default()
+        };
+        e.observe(ms(0), c(0, 0, 0));
+        // Round trips of 1 ms on average (200 µs + a little queue): not backlogged.
+        let s = e.observe(ms(1000), c(5 * MB, 100, 100_000)).unwrap();
+        assert!(!s.backlogged);
+        assert_eq!(
+            e.capacity(),
+            1250 * MB,
+            "nothing learned from a light second"
+        );
+        // 40 ms on average: a full queue ahead of the link, backlogged at 6 MB/s.
+        let s = e.observe(ms(2000), c(11 * MB, 200, 4_100_000)).unwrap();
+        assert!(s.backlogged);
+        assert_eq!(e.capacity(), 6 * MB);
+        // Too few round trips to judge: not backlogged.
+        let s = e.observe(ms(3000), c(17 * MB, 203, 4_220_000)).unwrap();
+        assert!(!s.backlogged);
+    }
+
+    #[test]
     fn epochs_measure_busy_time_and_tell_backlog_from_light_load() {
         let t0 = Instant::now();
         let mut e = CapacityEstimator::new(1250 * MB, None, None);
@@ -356,6 +414,7 @@ mod tests {
             loss_events,
             paced_ns,
             cpu: Duration::from_millis(cpu_ms),
+            ..Counters::default()
         };
         assert_eq!(e.observe(ms(0), c(0, 0, 0, 0, 0)), None);
         // Idle for 400 ms, then 5 MB in 600 ms of activity without loss: light, 8.33 MB/s.

@@ -58,14 +58,6 @@ pub struct Observed {
     pub booked_bytes: u64,
     /// Bytes of the boot files of the last config served.
     pub boot_bytes: u64,
-    /// Times a transfer cut its window for a gap or a timeout.
-    pub loss_events: u64,
-    /// Nanoseconds during which the pacer held sends back.
-    pub paced_ns: u64,
-    /// DATA datagrams sent, first sends and resends.
-    pub datagrams_sent: u64,
-    /// Of those, resends.
-    pub datagrams_resent: u64,
     /// CPU time the process has used.
     pub cpu: Duration,
 }
@@ -163,8 +155,11 @@ impl Monitor {
             Counters {
                 active: totals.active,
                 delivered: totals.sent,
-                loss_events: observed.loss_events,
-                paced_ns: observed.paced_ns,
+                loss_events: totals.loss_events,
+                paced_ns: totals.pacer_held_ns,
+                rtt_samples: totals.rtt_samples,
+                rtt_sum_us: totals.rtt_sum_us,
+                rtt_min_us: totals.rtt_min_us,
                 cpu: observed.cpu,
             },
         );
@@ -226,8 +221,8 @@ impl Monitor {
             capacity_evidence_s: self.capacity.evidence().as_secs().min(u64::from(u32::MAX)) as u32,
             pending_bytes: self.ledger.pending().max(totals.remaining),
             boot_bytes: observed.boot_bytes,
-            datagrams_sent: observed.datagrams_sent,
-            datagrams_resent: observed.datagrams_resent,
+            datagrams_sent: totals.data_sent,
+            datagrams_resent: totals.data_retransmitted,
             process_cpu_permille: self.process_cpu_permille,
         })
     }
@@ -341,6 +336,7 @@ mod tests {
                 remaining: 1000 * active as u64,
                 sent,
                 completed: 0,
+                ..Totals::default()
             },
             boots_started: boots,
             ..Observed::default()
@@ -418,12 +414,15 @@ mod tests {
         assert_eq!(first.boot_count, 4);
         // Two boots of 9 MB begin; a second of backlogged sending (a loss event) at 600 kB/s,
         // with the process using a quarter of a core.
-        let busy = |sent, loss_events, cpu_ms| Observed {
-            booked_bytes: 18_000_000,
-            boot_bytes: 9_000_000,
-            loss_events,
-            cpu: Duration::from_millis(cpu_ms),
-            ..totals(2, sent, 2)
+        let busy = |sent, loss_events, cpu_ms| {
+            let mut o = Observed {
+                booked_bytes: 18_000_000,
+                boot_bytes: 9_000_000,
+                cpu: Duration::from_millis(cpu_ms),
+                ..totals(2, sent, 2)
+            };
+            o.totals.loss_events = loss_events;
+            o
         };
         let started = m.poll(at(10), &busy(0, 0, 0), s).unwrap();
         assert_eq!(started.pending_bytes, 18_000_000);

@@ -44,7 +44,8 @@ pub struct Negotiated {
     pub blksize: u16,
     /// DATA packets sent per ACK.
     pub windowsize: u16,
-    /// Retransmission timeout the client asked for, if any.
+    /// The client's `timeout` option, if any: the retransmission timeout until a round trip is
+    /// measured.
     pub timeout: Option<Duration>,
     /// The OACK to send, empty when no option was accepted.
     pub oack: OptionsBuf,
@@ -77,50 +78,92 @@ impl fmt::Display for Refused {
     }
 }
 
-/// Negotiates the options of a read request for a file of `size` bytes.
-pub fn negotiate(options: Options<'_>, limits: Limits, size: u64) -> Result<Negotiated, Refused> {
-    let mut out = Negotiated::plain();
-    let mut seen = [false; 4];
-    for (name, value) in options.iter() {
-        let Some(which) = ["blksize", "windowsize", "timeout", "tsize"]
-            .iter()
-            .position(|known| name.eq_ignore_ascii_case(known))
-        else {
-            continue;
-        };
-        if std::mem::replace(&mut seen[which], true) {
-            continue;
+/// An option this server knows, as asked for in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Blksize(u64),
+    Windowsize(u64),
+    Timeout(u64),
+    Tsize,
+}
+
+/// The options of a read request, checked but not granted yet: everything [`negotiate`] decides
+/// before it knows the size of the file. Owned, so that the file can be opened elsewhere (off the
+/// executor) between the two halves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requested {
+    /// In request order (the OACK keeps it), each name once.
+    asked: heapless::Vec<Asked, 4>,
+}
+
+impl Requested {
+    /// Checks a request's options: the rules of the module documentation, but for `tsize`.
+    pub fn parse(options: Options<'_>) -> Result<Requested, Refused> {
+        let mut out = Requested::default();
+        let mut seen = [false; 4];
+        for (name, value) in options.iter() {
+            let Some(which) = ["blksize", "windowsize", "timeout", "tsize"]
+                .iter()
+                .position(|known| name.eq_ignore_ascii_case(known))
+            else {
+                continue;
+            };
+            if std::mem::replace(&mut seen[which], true) {
+                continue;
+            }
+            let refuse = || Refused {
+                name: name.to_string(),
+                value: value.to_string(),
+            };
+            let number = value.parse::<u64>().ok();
+            let asked = match which {
+                0 => Asked::Blksize(
+                    number
+                        .filter(|&n| n >= u64::from(BLKSIZE_RANGE.0))
+                        .ok_or_else(refuse)?,
+                ),
+                1 => Asked::Windowsize(number.filter(|&n| n >= 1).ok_or_else(refuse)?),
+                2 => match number.filter(|n| (1..=255).contains(n)) {
+                    Some(secs) => Asked::Timeout(secs),
+                    None => continue,
+                },
+                _ => Asked::Tsize,
+            };
+            // At most one of each of the four: always fits.
+            let _ = out.asked.push(asked);
         }
-        let refuse = || Refused {
-            name: name.to_string(),
-            value: value.to_string(),
-        };
-        let number = value.parse::<u64>().ok();
-        match which {
-            0 => {
-                let n = number
-                    .filter(|&n| n >= u64::from(BLKSIZE_RANGE.0))
-                    .ok_or_else(refuse)?;
-                out.blksize = n.min(u64::from(limits.max_blksize)) as u16;
-                out.oack.push("blksize", u64::from(out.blksize));
-            }
-            1 => {
-                let n = number.filter(|&n| n >= 1).ok_or_else(refuse)?;
-                out.windowsize = n.min(u64::from(limits.max_windowsize)) as u16;
-                out.oack.push("windowsize", u64::from(out.windowsize));
-            }
-            2 => {
-                if let Some(secs) = number.filter(|n| (1..=255).contains(n)) {
+        Ok(out)
+    }
+
+    /// Grants the options for a file of `size` bytes within `limits`.
+    pub fn grant(&self, limits: Limits, size: u64) -> Negotiated {
+        let mut out = Negotiated::plain();
+        for asked in &self.asked {
+            match *asked {
+                Asked::Blksize(n) => {
+                    out.blksize = n.min(u64::from(limits.max_blksize)) as u16;
+                    out.oack.push("blksize", u64::from(out.blksize));
+                }
+                Asked::Windowsize(n) => {
+                    out.windowsize = n.min(u64::from(limits.max_windowsize)) as u16;
+                    out.oack.push("windowsize", u64::from(out.windowsize));
+                }
+                Asked::Timeout(secs) => {
                     out.timeout = Some(Duration::from_secs(secs));
                     out.oack.push("timeout", secs);
                 }
-            }
-            _ => {
-                out.oack.push("tsize", size);
+                Asked::Tsize => {
+                    out.oack.push("tsize", size);
+                }
             }
         }
+        out
     }
-    Ok(out)
+}
+
+/// Negotiates the options of a read request for a file of `size` bytes.
+pub fn negotiate(options: Options<'_>, limits: Limits, size: u64) -> Result<Negotiated, Refused> {
+    Ok(Requested::parse(options)?.grant(limits, size))
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
 //! Live transfer counters: what the load monitor reports (active transfers, bytes still to send,
-//! bytes sent) and what an operator sees per transfer. Updating is a few atomic adds per ACK;
-//! the lock is taken only when a transfer starts or ends, and by readers.
+//! bytes sent, and the signs of a backlogged link: loss and pacing) and what an operator sees
+//! per transfer. Updating is a few atomic adds per batch; the lock is taken only when a transfer
+//! starts or ends, and by readers.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use super::ratelimit::Pacer;
+use super::transfer::TransferStats;
 
 /// The counters of one server (shared by all its transfers).
 #[derive(Debug, Default)]
@@ -15,8 +19,16 @@ pub struct Progress {
     remaining: AtomicU64,
     sent: AtomicU64,
     completed: AtomicU64,
+    data_sent: AtomicU64,
+    data_retransmitted: AtomicU64,
+    loss_events: AtomicU64,
+    rtt_samples: AtomicU64,
+    rtt_sum_us: AtomicU64,
+    /// 0 until the first sample.
+    rtt_min_us: AtomicU64,
     next_id: AtomicU64,
     transfers: Mutex<BTreeMap<u64, Arc<Entry>>>,
+    pacer: Option<Arc<Pacer>>,
 }
 
 #[derive(Debug)]
@@ -56,7 +68,13 @@ impl TransferInfo {
     }
 }
 
-/// Totals at one moment.
+/// Totals at one moment. The counters are cumulative since the server started: take
+/// differences between two samples for an interval.
+///
+/// An interval with loss events or pacer hold-backs is one in which the server sent as fast as
+/// the network (or the pacer) let it: its transfers were backlogged, and the bytes acknowledged
+/// meanwhile measure what the path delivers. Without either, the clients or the disk were the
+/// limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Totals {
     /// Transfers in progress.
@@ -67,12 +85,43 @@ pub struct Totals {
     pub sent: u64,
     /// Transfers completed since the server started.
     pub completed: u64,
+    /// DATA datagrams the socket took: first sends and resends (not OACKs or ERRORs).
+    pub data_sent: u64,
+    /// Of those, the ones that carried a block sent before: after a timeout, after a gap the
+    /// client reported, and the probe of single-port mode's first window (see
+    /// [`TransferStats`]). `data_retransmitted / data_sent` is the share of the link spent on
+    /// resends.
+    pub data_retransmitted: u64,
+    /// Times a transfer cut its congestion window: for a gap the client reported (a repeated
+    /// ACK), or for the first timeout after progress (the timeouts of one silence count once;
+    /// so do the losses of one window, and timeouts before the client ever answered do not
+    /// count at all).
+    pub loss_events: u64,
+    /// Nanoseconds in which the pacer held sends back: wall-clock time during which at least
+    /// one transfer waited for its turn (0 while unpaced). Counted when the wait is decided, so
+    /// a sample can include up to one wait (a millisecond or so) ahead of it.
+    pub pacer_held_ns: u64,
+    /// Round trips measured from ACKs of DATA by all transfers, their sum in microseconds,
+    /// and the shortest since the server started (0: none yet; see [`TransferStats`]).
+    pub rtt_samples: u64,
+    /// Their sum, in microseconds.
+    pub rtt_sum_us: u64,
+    /// The shortest, in microseconds (0: none yet).
+    pub rtt_min_us: u64,
 }
 
 impl Progress {
     /// A new, shared set of counters.
     pub fn new() -> Arc<Self> {
         Arc::default()
+    }
+
+    /// Counters that also report the hold-backs of `pacer`.
+    pub fn with_pacer(pacer: Arc<Pacer>) -> Arc<Self> {
+        Arc::new(Progress {
+            pacer: Some(pacer),
+            ..Progress::default()
+        })
     }
 
     /// Registers a transfer unless `max` are already active (the caller then refuses the
@@ -104,6 +153,7 @@ impl Progress {
             progress: self.clone(),
             entry,
             id,
+            recorded: TransferStats::default(),
         })
     }
 
@@ -114,6 +164,16 @@ impl Progress {
             remaining: self.remaining.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
+            data_sent: self.data_sent.load(Ordering::Relaxed),
+            data_retransmitted: self.data_retransmitted.load(Ordering::Relaxed),
+            loss_events: self.loss_events.load(Ordering::Relaxed),
+            rtt_samples: self.rtt_samples.load(Ordering::Relaxed),
+            rtt_sum_us: self.rtt_sum_us.load(Ordering::Relaxed),
+            rtt_min_us: self.rtt_min_us.load(Ordering::Relaxed),
+            pacer_held_ns: self
+                .pacer
+                .as_ref()
+                .map_or(0, |p| p.held().as_nanos().min(u128::from(u64::MAX)) as u64),
         }
     }
 
@@ -145,6 +205,8 @@ pub struct TransferGuard {
     progress: Arc<Progress>,
     entry: Arc<Entry>,
     id: u64,
+    /// What [`TransferGuard::record`] has added to the totals so far.
+    recorded: TransferStats,
 }
 
 impl TransferGuard {
@@ -157,6 +219,33 @@ impl TransferGuard {
             self.progress.sent.fetch_add(delta, Ordering::Relaxed);
             self.progress.remaining.fetch_sub(delta, Ordering::Relaxed);
         }
+    }
+
+    /// Records what the transfer has sent in all (its counters only grow).
+    pub fn record(&mut self, stats: TransferStats) {
+        let p = &self.progress;
+        let add = |counter: &AtomicU64, now: u64, before: u64| {
+            if now > before {
+                counter.fetch_add(now - before, Ordering::Relaxed);
+            }
+        };
+        add(&p.data_sent, stats.data_sent, self.recorded.data_sent);
+        add(
+            &p.data_retransmitted,
+            stats.data_retransmitted,
+            self.recorded.data_retransmitted,
+        );
+        add(&p.loss_events, stats.loss_events, self.recorded.loss_events);
+        add(&p.rtt_samples, stats.rtt_samples, self.recorded.rtt_samples);
+        add(&p.rtt_sum_us, stats.rtt_sum_us, self.recorded.rtt_sum_us);
+        if stats.rtt_min_us != 0 {
+            let _ = p
+                .rtt_min_us
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    (old == 0 || stats.rtt_min_us < old).then_some(stats.rtt_min_us)
+                });
+        }
+        self.recorded = stats;
     }
 
     /// Whether this is the only transfer in progress.
@@ -203,7 +292,8 @@ mod tests {
                 active: 2,
                 remaining: 1100,
                 sent: 400,
-                completed: 0
+                completed: 0,
+                ..Totals::default()
             }
         );
         let list = p.transfers(now + Duration::from_secs(2));
@@ -218,10 +308,48 @@ mod tests {
                 active: 0,
                 remaining: 0,
                 sent: 900,
-                completed: 1
+                completed: 1,
+                ..Totals::default()
             }
         );
         assert!(p.transfers(now).is_empty());
         assert!(p.try_begin(2, peer, "again", 1, now).is_some());
+    }
+
+    #[test]
+    fn adds_what_each_transfer_sent_and_reports_the_pacer() {
+        let pacer = Arc::new(Pacer::new(Some(1_000_000)));
+        let p = Progress::with_pacer(pacer.clone());
+        let now = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let mut a = p.try_begin(2, peer, "kernel", 1000, now).unwrap();
+        let mut b = p.try_begin(2, peer, "initrd", 1000, now).unwrap();
+        let stats = |data_sent, data_retransmitted, loss_events, rtt_min_us| TransferStats {
+            data_sent,
+            data_retransmitted,
+            loss_events,
+            rtt_samples: data_sent / 10,
+            rtt_sum_us: data_sent * 100,
+            rtt_min_us,
+        };
+        a.record(stats(10, 0, 0, 900));
+        a.record(stats(30, 4, 1, 700));
+        b.record(stats(5, 1, 1, 800));
+        drop(a);
+        // 1 MB more than the burst allowance waits a second.
+        pacer.reserve(now, 65_536);
+        pacer.reserve(now, 1_000_000);
+        let t = p.totals();
+        assert_eq!(
+            (t.data_sent, t.data_retransmitted, t.loss_events),
+            (35, 5, 2),
+            "counted once each, and kept after a transfer ends"
+        );
+        assert_eq!(t.pacer_held_ns, 1_000_000_000);
+        assert_eq!(
+            (t.rtt_samples, t.rtt_sum_us, t.rtt_min_us),
+            (3, 3500, 700),
+            "round trips summed, and the shortest of all"
+        );
     }
 }

@@ -152,6 +152,12 @@ impl<T: FileSource + ?Sized> FileSource for Arc<T> {
 }
 
 /// Regular files below a root directory. Symlinks are followed only while they stay inside.
+///
+/// Opening never waits: the file is opened with `O_NONBLOCK` (a FIFO opens at once instead of
+/// waiting for a writer) and `O_NOFOLLOW` (a symlink swapped in after the path was resolved is
+/// refused), and its type is checked on the open descriptor, so a file swapped for a FIFO, a
+/// device or a symlink between the check and the open is refused. The server still calls
+/// [`FileSource::open`] off its executor, as any file system call can block.
 #[derive(Debug, Clone)]
 pub struct DirSource {
     root: PathBuf,
@@ -181,21 +187,44 @@ impl FileSource for DirSource {
         if !real.starts_with(&self.root) {
             return Err(OpenError::Denied("path leaves the served root"));
         }
-        // Checked before opening: opening a FIFO would block until a writer appears.
-        let regular = |meta: io::Result<std::fs::Metadata>| match meta {
-            Ok(m) if m.is_file() => Ok(m.len()),
-            Ok(m) if m.is_dir() => Err(OpenError::Denied("is a directory")),
-            Ok(_) => Err(OpenError::Denied("not a regular file")),
-            Err(e) => Err(OpenError::Io(e)),
-        };
+        // Checked before opening too, so that a device is not even opened.
         regular(std::fs::metadata(&real))?;
-        let file = File::open(&real).map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => OpenError::Denied("permission denied"),
-            _ => OpenError::Io(e),
-        })?;
-        // And again on the open file, in case the path was swapped in between.
-        let len = regular(file.metadata())?;
+        let (file, len) = open_regular(&real)?;
+        // Start reading it into the page cache now: the transfer reads it on the executor.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
         Ok(Content::File { file, len })
+    }
+}
+
+/// Opens `path` without waiting and without following a symlink, and checks on the descriptor
+/// that it is a regular file; returns it with its size.
+fn open_regular(path: &Path) -> Result<(File, u64), OpenError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    let fd = rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+        match io::Error::from(e) {
+            e if e.kind() == io::ErrorKind::NotFound => OpenError::NotFound,
+            e if e.kind() == io::ErrorKind::PermissionDenied => {
+                OpenError::Denied("permission denied")
+            }
+            e if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                OpenError::Denied("not a regular file")
+            }
+            e => OpenError::Io(e),
+        }
+    })?;
+    let file = File::from(fd);
+    let len = regular(file.metadata())?;
+    Ok((file, len))
+}
+
+/// The size of a regular file, or why it is not one.
+fn regular(meta: io::Result<std::fs::Metadata>) -> Result<u64, OpenError> {
+    match meta {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        Ok(m) if m.is_dir() => Err(OpenError::Denied("is a directory")),
+        Ok(_) => Err(OpenError::Denied("not a regular file")),
+        Err(e) => Err(OpenError::Io(e)),
     }
 }
 
@@ -262,6 +291,40 @@ mod tests {
         assert!(matches!(open(&src, "escape"), Err(OpenError::Denied(_))));
         assert!(matches!(open(&src, "boot"), Err(OpenError::Denied(_))));
         assert!(matches!(open(&src, "device"), Err(OpenError::Denied(_))));
+    }
+
+    #[test]
+    fn opening_never_waits_and_refuses_fifos_and_symlinks_on_the_descriptor() {
+        // Issue 11, defect 8: a served file swapped for a FIFO after the type check made a
+        // plain open() wait for a writer, on the executor: the whole server stopped. This is
+        // the step after the check, given what was swapped in.
+        let tmp = TempDir::new("source-swap");
+        let fifo = tmp.path().join("fifo");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::write(tmp.path().join("kernel"), b"KERNEL").unwrap();
+        std::os::unix::fs::symlink("kernel", tmp.path().join("link")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(open_regular(&path).map(|_| ())).unwrap());
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO waited for a writer");
+        assert!(matches!(
+            opened,
+            Err(OpenError::Denied("not a regular file"))
+        ));
+        assert!(matches!(
+            open_regular(&tmp.path().join("link")),
+            Err(OpenError::Denied("not a regular file"))
+        ));
+        let (mut file, len) = open_regular(&tmp.path().join("kernel")).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        assert_eq!((bytes.as_slice(), len), (&b"KERNEL"[..], 6));
     }
 
     #[test]
