@@ -196,6 +196,11 @@ impl HttpServer {
         })
     }
 
+    /// Replaces the file source (for a role that learns what to serve only after binding).
+    pub fn with_source(self, source: Arc<dyn FileSource>) -> Self {
+        HttpServer { source, ..self }
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()

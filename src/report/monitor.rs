@@ -34,6 +34,8 @@ pub struct Identity {
     pub alternate: String,
     /// Addresses for clients.
     pub addresses: Vec<SocketAddr>,
+    /// HTTP addresses for clients (empty: no HTTP).
+    pub http_addresses: Vec<SocketAddr>,
     /// Random per start.
     pub boot_id: u64,
     /// Starts so far, from the state file (0 without one).
@@ -229,6 +231,7 @@ impl Monitor {
             datagrams_sent: observed.datagrams_sent,
             datagrams_resent: observed.datagrams_resent,
             process_cpu_permille: self.process_cpu_permille,
+            http_addresses: id.http_addresses.clone(),
         })
     }
 
@@ -360,6 +363,7 @@ mod tests {
             Identity {
                 alternate: "alt1".into(),
                 addresses: vec!["127.0.0.11:6901".parse().unwrap()],
+                http_addresses: Vec::new(),
                 boot_id: 7,
                 boot_count: 4,
                 interval: Duration::from_secs(1),
