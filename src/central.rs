@@ -118,11 +118,11 @@ fn describe(ranked: &[Ranked]) -> String {
 }
 
 /// URLs for UEFI HTTP boot clients: the path on the first alternate of the client's order that
-/// serves HTTP. It counts as a list handed out (a tentative promise against the first
-/// alternate, which lapses unless its reports show the client).
+/// serves HTTP. Nothing is promised: the file is a network bootstrap program, and the list it
+/// fetches next counts the boot.
 fn http_boot_locator(table: SharedTable) -> crate::pxe::server::HttpLocator {
     Arc::new(move |path, client| {
-        let ranked = lock(&table).assign(Instant::now(), client);
+        let ranked = lock(&table).order(Instant::now(), Some(client.ip()));
         let best = ranked.iter().find_map(|r| r.http_addresses.first())?;
         Some(format!("http://{best}/{path}"))
     })
