@@ -169,6 +169,18 @@ fetch() {
     awk -v a="$start" -v b="$end" -v f="$failed" 'BEGIN { printf "%.3f %d\n", b - a, f }'
 }
 
+# rss200: 200 simulated clients (`bootherd client --http`, SHA-256 checked) boot a 16 MiB
+# kernel at once from one bootherd alternate over HTTP on loopback; its peak RSS.
+rss200() {
+    local out=$WORK/rss200.json rss
+    start bootherd-http host 127.0.0.1
+    taskset -c 0 "$BOOTHERD" client --alternates "alt=127.0.0.1:$TFTP_PORT" --http \
+        --http-port "$HTTP_PORT" --clients 200 --json >"$out" 2>"$out.log" || true
+    rss=$(peak_rss)
+    stop
+    jq -r --arg rss "$rss" '.summary | "200 HTTP clients x 16 MiB from one alternate: \(.clients - .failed) booted, \(.failed) failed, makespan \(.makespan_s) s; alternate peak RSS (VmHWM) \($rss) KiB (floor < 16384): \(if ($rss | tonumber) < 16384 and .failed == 0 then "PASS" else "MISS" end)"' "$out"
+}
+
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # cell LINK N: every server, fresh, N clients; REPS runs each, interleaved; one result line per
@@ -202,7 +214,7 @@ main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (namespaces, tc)"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
-    install_packages nginx curl iproute2 util-linux procps
+    install_packages nginx curl iproute2 util-linux procps jq
     if [ "${BH_HTTP_NO_BUILD:-0}" != 1 ]; then
         (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
     fi
@@ -213,6 +225,9 @@ main() {
     mkdir -p "$WORK/root/configs"
     head -c "$((MIB << 20))" /dev/urandom >"$WORK/root/image.bin"
     cat "$WORK/root/image.bin" >/dev/null # in the page cache before the first cell
+    head -c 16M /dev/urandom >"$WORK/root/k16.bin"
+    printf 'kernel k16.bin sha256=%s\n' "$(sha256sum "$WORK/root/k16.bin" | cut -d' ' -f1)" \
+        >"$WORK/root/configs/default"
     lab_up
     local started=$SECONDS
     say "bootherd HTTP bench: $MIB MiB image, 1 and $CLIENTS clients, loopback and a veth shaped to $RATE;"
@@ -242,6 +257,7 @@ main() {
                     ok ? "PASS" : "MISS", l, n, b, x, b / x, br, xr, f }'
         done
     done
+    rss200
     say "total bench time: $((SECONDS - started)) s"
 }
 

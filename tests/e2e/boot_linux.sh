@@ -730,18 +730,14 @@ set_http() {
     done
 }
 
-# http_blocked on|off: every alternate drops TCP to its HTTP port (a dead HTTP service; TFTP
-# lives), with a tc filter on its interface.
+# http_blocked on|off: no alternate's HTTP answers (a silent HTTP service, as from a dead or
+# firewalled one; TFTP lives): a routing rule throws away everything sent from the HTTP port,
+# SYN-ACKs included.
 http_blocked() {
-    local id
+    local id action=add
+    [ "$1" = on ] || action=del
     for id in "${ALTS[@]}"; do
-        if [ "$1" = on ]; then
-            tc -n "bh-e2e-$id" qdisc add dev "bh-$id" clsact
-            tc -n "bh-e2e-$id" filter add dev "bh-$id" ingress protocol ip flower ip_proto tcp \
-                dst_port "$HTTP_PORT" action drop
-        else
-            tc -n "bh-e2e-$id" qdisc del dev "bh-$id" clsact 2>/dev/null || true
-        fi
+        ip -n "bh-e2e-$id" rule "$action" priority 100 ipproto tcp sport "$HTTP_PORT" blackhole
     done
 }
 
