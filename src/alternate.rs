@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
@@ -21,10 +21,13 @@ use sysinfo::System;
 
 use crate::config::AlternateConfig;
 use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
+use crate::http::server::{Etags, HttpServer};
 use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
 use crate::report::capacity::{CapacityEstimator, Learned};
-use crate::report::monitor::{digest_dir, Identity, Monitor, Observed, SystemSample};
+use crate::report::monitor::{
+    digest_of, hash_dir, HashedFile, Identity, Monitor, Observed, SystemSample,
+};
 use crate::report::state::AlternateState;
 use crate::report::wire::{encode, hex, AltState, Key, Message};
 use crate::tftp::path::SafePath;
@@ -78,6 +81,17 @@ impl ConfigSource {
     /// The counters of config files served.
     pub fn boots(&self) -> Arc<BootCounters> {
         self.boots.clone()
+    }
+
+    /// The same configs for clients that fetch over HTTP from `address` (their iPXE scripts
+    /// name `http://` URLs), counted in the same boots.
+    pub fn over_http(&self, address: SocketAddr) -> Self {
+        ConfigSource {
+            root: self.root.clone(),
+            id: self.id.clone(),
+            base_url: format!("http://{address}"),
+            boots: self.boots.clone(),
+        }
     }
 
     /// Bytes of the files `config` names, as they are on disk now (missing ones count 0: the
@@ -170,6 +184,49 @@ pub fn default_advertise(bound: SocketAddr, central: SocketAddr) -> Result<Socke
         })
 }
 
+/// The alternate's bound HTTP server and the addresses it tells clients.
+struct BoundHttp {
+    server: HttpServer,
+    advertised: Vec<SocketAddr>,
+}
+
+/// Binds HTTP when the config asks for it: the same boot files, and the configs `configs`
+/// makes for an address, counted in the TFTP server's `progress`. Clients are told
+/// `http_advertise`, or the first TFTP address's host with the bound HTTP port.
+fn bind_http(
+    config: &AlternateConfig,
+    addresses: &[SocketAddr],
+    progress: Arc<Progress>,
+    configs: impl FnOnce(SocketAddr) -> ConfigSource,
+    dir: &DirSource,
+) -> Result<Option<BoundHttp>, String> {
+    let Some(settings) = config.http else {
+        return Ok(None);
+    };
+    let listen_error = |e: io::Error| format!("cannot listen for HTTP on {}: {e}", settings.listen);
+    let placeholder: Arc<dyn FileSource> = Arc::new(dir.clone());
+    let server = HttpServer::bind(settings, placeholder, progress).map_err(listen_error)?;
+    let bound = server.local_addr().map_err(listen_error)?;
+    let advertised = if config.http_advertise.is_empty() {
+        let ip = if bound.ip().is_unspecified() {
+            addresses[0].ip()
+        } else {
+            bound.ip()
+        };
+        vec![SocketAddr::new(ip, bound.port())]
+    } else {
+        config.http_advertise.clone()
+    };
+    let source = Overlay {
+        first: configs(advertised[0]),
+        second: dir.clone(),
+    };
+    Ok(Some(BoundHttp {
+        server: server.with_source(Arc::new(source)),
+        advertised,
+    }))
+}
+
 /// A bound alternate, ready to run.
 pub struct Alternate {
     config: AlternateConfig,
@@ -179,6 +236,7 @@ pub struct Alternate {
     monitor: Monitor,
     state: StateKeeper,
     socket: std::net::UdpSocket,
+    http: Option<HttpServer>,
 }
 
 impl Alternate {
@@ -188,8 +246,9 @@ impl Alternate {
     pub fn bind(config: AlternateConfig) -> Result<Alternate, String> {
         let dir = DirSource::new(&config.root)
             .map_err(|e| format!("root {}: {e}", config.root.display()))?;
-        let digest = digest_dir(&config.root)
+        let hashed = hash_dir(&config.root)
             .map_err(|e| format!("cannot hash {}: {e}", config.root.display()))?;
+        let digest = digest_of(&hashed);
         let mut server_config = config.tftp.server(config.tftp_listen);
         server_config.rate_limit = rate_cap(&config);
         // Bind first: with port 0 the advertised address is only known afterwards.
@@ -204,6 +263,15 @@ impl Alternate {
         };
         let configs = ConfigSource::new(&config.root, &config.id, addresses[0]);
         let boots = configs.boots();
+        let http_configs = |address| configs.over_http(address);
+        let http = bind_http(&config, &addresses, server.progress(), http_configs, &dir)?;
+        if let Some(http) = &http {
+            *http
+                .server
+                .etags()
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Etags::new(&hashed);
+        }
         let server = server.with_source(Arc::new(Overlay {
             first: configs,
             second: dir,
@@ -232,6 +300,10 @@ impl Alternate {
             Identity {
                 alternate: config.id.clone(),
                 addresses,
+                http_addresses: match &http {
+                    Some(http) => http.advertised.clone(),
+                    None => Vec::new(),
+                },
                 boot_id: crate::sys::random_u64()
                     .map_err(|e| format!("cannot pick a boot id: {e}"))?,
                 boot_count: state.state.boot_count,
@@ -257,6 +329,7 @@ impl Alternate {
             monitor,
             state,
             socket,
+            http: http.map(|h| h.server),
         })
     }
 
@@ -279,6 +352,7 @@ impl Alternate {
             mut monitor,
             mut state,
             socket,
+            http,
         } = self;
         let Control {
             mut requests,
@@ -292,14 +366,34 @@ impl Alternate {
             centrals: RefCell::new(config.centrals.clone()),
             socket: UdpSocket::try_from(socket).map_err(|e| e.to_string())?,
         };
-        let serve = async {
+        let held = http.as_ref().map(HttpServer::held);
+        let etags = http.as_ref().map(HttpServer::etags);
+        let serve_http = async {
+            match http {
+                Some(http) => http
+                    .run(shutdown.clone())
+                    .await
+                    .map_err(|e| format!("HTTP server stopped: {e}")),
+                None => Ok(()),
+            }
+        };
+        let serve_tftp = async {
             server
                 .run()
                 .await
                 .map_err(|e| format!("TFTP server stopped: {e}"))
         };
+        let serve = async {
+            smol::future::try_zip(serve_tftp, serve_http)
+                .await
+                .map(|_| ())
+        };
         let observe = || Observed {
             totals: progress.totals(),
+            // HTTP transfers waiting for their sockets: the link, not the clients, limits.
+            paced_ns: held
+                .as_ref()
+                .map_or(0, |h| h.total(Instant::now()).as_nanos() as u64),
             boots_started: boots.started.load(Ordering::Relaxed),
             booked_bytes: boots.booked_bytes.load(Ordering::Relaxed),
             boot_bytes: boots.last_boot_bytes.load(Ordering::Relaxed),
@@ -312,6 +406,7 @@ impl Alternate {
                 shutdown_grace: config.tftp.shutdown_grace,
                 rate_cap: rate_cap(&config),
                 rehash: None,
+                etags,
             };
             loop {
                 let now = Instant::now();
@@ -511,7 +606,9 @@ struct Running {
     /// The configured sending cap (`alternate.rate_limit`), if any.
     rate_cap: Option<u64>,
     /// A digest being computed for a reload, on a thread of its own (hashing reads every file).
-    rehash: Option<std::thread::JoinHandle<io::Result<[u8; 32]>>>,
+    rehash: Option<std::thread::JoinHandle<io::Result<Vec<HashedFile>>>>,
+    /// The HTTP server's entity tags, taken from each new hashing.
+    etags: Option<Arc<RwLock<Etags>>>,
 }
 
 /// The configured cap on the alternate's sending rate: `link_bytes_per_sec` when `rate_limit`
@@ -566,7 +663,7 @@ impl Running {
         monitor.set_identity(identity);
         self.shutdown_grace = new.tftp.shutdown_grace;
         let root = self.root.clone();
-        self.rehash = Some(std::thread::spawn(move || digest_dir(&root)));
+        self.rehash = Some(std::thread::spawn(move || hash_dir(&root)));
         log::info!(
             "alternate {id}: config reloaded (key, centrals, interval, capacity cap, TFTP limits; boot-file digest being computed)"
         );
@@ -585,7 +682,11 @@ impl Running {
             return;
         };
         match hashing.join() {
-            Ok(Ok(digest)) => {
+            Ok(Ok(files)) => {
+                if let Some(etags) = &self.etags {
+                    *etags.write().unwrap_or_else(PoisonError::into_inner) = Etags::new(&files);
+                }
+                let digest = digest_of(&files);
                 if digest != monitor.identity().digest {
                     log::info!("alternate {id}: boot files digest now {}", hex(&digest));
                 }

@@ -27,6 +27,7 @@ use smol::LocalExecutor;
 
 use crate::formats::alt_list::{self, AltEntry, LIST_PATH};
 use crate::formats::boot_config::{self, CONFIG_DIR};
+use crate::http::client::HttpClient;
 use crate::net::ask;
 use crate::pxe::client::{PxeAnswer, PxeClient};
 use crate::tftp::client::{fetch, Patience};
@@ -51,6 +52,9 @@ pub struct ClientOptions {
     pub pxe: Option<PxeSteps>,
     /// Centrals to ask for a list after the first one (and after those the PXE answer names).
     pub backup_centrals: Vec<SocketAddr>,
+    /// Fetch the config and boot files over HTTP from alternates that offer it (as iPXE
+    /// does), falling back to their TFTP.
+    pub http: bool,
 }
 
 /// Where the simulated clients do their DHCP steps.
@@ -73,6 +77,7 @@ impl Default for ClientOptions {
             transfer: ClientRetransmit::default(),
             pxe: None,
             backup_centrals: Vec::new(),
+            http: false,
         }
     }
 }
@@ -329,17 +334,78 @@ async fn boot_from_list(
     fell_back: &mut Vec<String>,
 ) -> Option<(String, u64)> {
     for entry in entries {
-        for address in &entry.addresses {
-            if !tried.insert(address.clone()) {
+        let http = entry.http.iter().filter(|_| o.http).map(|a| (true, a));
+        for (http, address) in http.chain(entry.addresses.iter().map(|a| (false, a))) {
+            let key = if http {
+                format!("http://{address}")
+            } else {
+                address.clone()
+            };
+            if !tried.insert(key.clone()) {
                 continue;
             }
-            match boot_from(address, config_path, o, probe).await {
+            let booted = if http {
+                boot_over_http(address, config_path, o).await
+            } else {
+                boot_from(address, config_path, o, probe).await
+            };
+            match booted {
                 Ok(bytes) => return Some((entry.id.clone(), bytes)),
-                Err(e) => fell_back.push(format!("{} at {address}: {e}", entry.id)),
+                Err(e) => fell_back.push(format!("{} at {key}: {e}", entry.id)),
             }
         }
     }
     None
+}
+
+/// Fetches the config and the boot files it names over one HTTP connection (the server may
+/// close it between them; a new one is opened then), checking their SHA-256.
+async fn boot_over_http(
+    address: &str,
+    config_path: &str,
+    o: &ClientOptions,
+) -> Result<u64, String> {
+    let server = resolve_address(address)?;
+    // The same patience as a TFTP transfer's: that many re-send periods without a byte.
+    let patience = o.transfer.timeout * (o.transfer.retries + 1);
+    let mut client = HttpClient::new(server, o.first_answer, patience);
+    let mut text = Vec::new();
+    client
+        .get(config_path, &mut text)
+        .await
+        .map_err(|e| format!("{config_path}: {e}"))?;
+    let config =
+        boot_config::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("config: {e}"))?;
+    let mut bytes = 0;
+    for file in config.all_files() {
+        let mut sink = HashSink::default();
+        client
+            .get(&file.path, &mut sink)
+            .await
+            .map_err(|e| format!("{}: {e}", file.path))?;
+        check_sum(file, sink.hasher)?;
+        bytes += sink.len;
+    }
+    Ok(bytes)
+}
+
+/// A `HOST:PORT` from a list, resolved.
+fn resolve_address(address: &str) -> Result<SocketAddr, String> {
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("bad address {address:?}"))
+}
+
+/// Checks a fetched file against the SHA-256 its config gives, if any.
+fn check_sum(file: &boot_config::BootFile, hasher: Sha256) -> Result<(), String> {
+    match file.sha256 {
+        Some(want) if <[u8; 32]>::from(hasher.finalize()) != want => {
+            Err(format!("{}: SHA-256 mismatch", file.path))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The alternate list from one central; an empty list is an error.
@@ -363,11 +429,7 @@ async fn boot_from(
     o: &ClientOptions,
     probe: Patience,
 ) -> Result<u64, String> {
-    let server = address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("bad address {address:?}"))?;
+    let server = resolve_address(address)?;
     let mut text = Vec::new();
     get(server, config_path, o, probe, &mut text).await?;
     let config =
@@ -376,11 +438,7 @@ async fn boot_from(
     for file in config.all_files() {
         let mut sink = HashSink::default();
         get(server, &file.path, o, o.transfer, &mut sink).await?;
-        if let Some(want) = file.sha256 {
-            if <[u8; 32]>::from(sink.hasher.finalize()) != want {
-                return Err(format!("{}: SHA-256 mismatch", file.path));
-            }
-        }
+        check_sum(file, sink.hasher)?;
         bytes += sink.len;
     }
     Ok(bytes)
@@ -720,6 +778,7 @@ mod tests {
         let entry = |id: &str| AltEntry {
             id: id.into(),
             addresses: vec![format!("{id}.example:69")],
+            http: Vec::new(),
         };
         let alternates = [entry("a"), entry("b"), entry("c")];
         let order = |n: u32| -> Vec<String> {

@@ -88,6 +88,7 @@ impl FileSource for ListSource {
             .map(|r| AltEntry {
                 id: r.id,
                 addresses: r.addresses.iter().map(ToString::to_string).collect(),
+                http: r.http_addresses.iter().map(ToString::to_string).collect(),
             })
             .collect();
         let text = if ipxe {
@@ -114,6 +115,17 @@ fn describe(ranked: &[Ranked]) -> String {
         .map(|r| format!("{} ({:.2} s)", r.id, r.score_us as f64 / 1e6))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// URLs for UEFI HTTP boot clients: the path on the first alternate of the client's order that
+/// serves HTTP. Nothing is promised: the file is a network bootstrap program, and the list it
+/// fetches next counts the boot.
+fn http_boot_locator(table: SharedTable) -> crate::pxe::server::HttpLocator {
+    Arc::new(move |path, client| {
+        let ranked = lock(&table).order(Instant::now(), Some(client.ip()));
+        let best = ranked.iter().find_map(|r| r.http_addresses.first())?;
+        Some(format!("http://{best}/{path}"))
+    })
 }
 
 /// Answers nothing: a central without an NBP directory.
@@ -162,7 +174,9 @@ impl Central {
             .map_err(|e| format!("cannot listen for reports on {}: {e}", config.report_listen))?;
         crate::net::grow_recv_buffer(&reports);
         let pxe = match &config.pxe {
-            Some(settings) => Some(PxeServer::bind(settings)?),
+            Some(settings) => {
+                Some(PxeServer::bind(settings)?.with_http_boot(http_boot_locator(table.clone())))
+            }
             None => None,
         };
         Ok(Central {
@@ -416,7 +430,7 @@ mod tests {
         };
         assert_eq!(
             std::str::from_utf8(&text).unwrap(),
-            "# bootherd alternate list v1, best first\nalt1 127.0.0.11:6901\n"
+            "# bootherd alternate list v1, best first\nalt1 127.0.0.11:6901 # http 127.0.0.11:8080\n"
         );
         assert_eq!(lock(&table).status(Instant::now())[0].promised, 1);
         // The same client again at once (a resent request): same list, no second promise;

@@ -43,6 +43,8 @@
 //! backup_centrals = ["10.0.0.2"]          # announced to clients for when this one dies
 //! boot_efi_x64 = "bootherd-x64.efi"       # also boot_bios, boot_efi_ia32, boot_efi_arm32,
 //!                                         # boot_efi_arm64, boot_ipxe
+//! boot_http_x64 = "ipxe.efi"              # UEFI HTTP boot: this file on the best alternate
+//!                                         # with HTTP (also boot_http_arm64; unset: not served)
 //!
 //! [alternate]
 //! id = "alt1"
@@ -55,6 +57,15 @@
 //! state_file = "/var/lib/bootherd/alternate.state"  # boot count, learned capacity
 //! centrals = ["10.0.0.1:7411", "10.0.0.2:7411"]
 //! interval_ms = 1000
+//! http_listen = "0.0.0.0:8080"            # optional: boot files over HTTP too
+//! http_advertise = ["10.0.0.11:8080"]     # [default: the first advertised address's host,
+//!                                         # with the HTTP port]
+//!
+//! [http]                                  # alternates with http_listen
+//! max_connections = 256                   # one more gets 503 at once
+//! idle_timeout_ms = 15000                 # between requests
+//! request_timeout_ms = 10000              # a whole request head (slowloris)
+//! send_timeout_ms = 30000                 # an answer without progress
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,6 +76,8 @@ use std::time::Duration;
 use nanoserde::{Toml, TomlParser};
 
 use crate::balance::{ListOrder, Policy, SubnetCost};
+use crate::http::exchange::Timeouts;
+use crate::http::server::HttpSettings;
 use crate::log::{self, Level};
 use crate::pxe::responder::{BootFiles, PxeConfig};
 use crate::pxe::server::{Binding, Interface, PxeSettings};
@@ -123,6 +136,14 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("alternate.state_file", Kind::Str),
     ("alternate.centrals", Kind::StrList),
     ("alternate.interval_ms", Kind::Int),
+    ("alternate.http_listen", Kind::Str),
+    ("alternate.http_advertise", Kind::StrList),
+    ("http.max_connections", Kind::Int),
+    ("http.idle_timeout_ms", Kind::Int),
+    ("http.request_timeout_ms", Kind::Int),
+    ("http.send_timeout_ms", Kind::Int),
+    ("pxe.boot_http_x64", Kind::Str),
+    ("pxe.boot_http_arm64", Kind::Str),
 ];
 
 /// Keys that a running role cannot change without binding sockets again or reopening its
@@ -143,6 +164,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "alternate.root",
     "alternate.rate_limit",
     "alternate.state_file",
+    "alternate.http_listen",
+    "alternate.http_advertise",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +282,10 @@ pub struct AlternateConfig {
     pub centrals: Vec<SocketAddr>,
     /// Report interval.
     pub interval: Duration,
+    /// HTTP service, when `http_listen` is set.
+    pub http: Option<HttpSettings>,
+    /// HTTP addresses for clients (empty: the first TFTP address's host with the HTTP port).
+    pub http_advertise: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -437,6 +464,8 @@ impl Config {
             efi_arm32: file("pxe.boot_efi_arm32", &defaults.efi_arm32)?,
             efi_arm64: file("pxe.boot_efi_arm64", &defaults.efi_arm64)?,
             ipxe: file("pxe.boot_ipxe", &defaults.ipxe)?,
+            http_x64: self.str("pxe.boot_http_x64")?,
+            http_arm64: self.str("pxe.boot_http_arm64")?,
         };
         if let Err(why) = boot_files.validate() {
             let key = format!("pxe.{}", why.split(':').next().unwrap_or_default());
@@ -533,19 +562,21 @@ impl Config {
                 "needs alternate.link_bytes_per_sec, the rate to cap at",
             ));
         }
-        let advertise = addrs("alternate.advertise")?;
-        if advertise.len() > crate::report::wire::MAX_ADDRESSES {
-            return Err(self.error("alternate.advertise", "at most 4 addresses"));
-        }
-        if let Some(a) = advertise
-            .iter()
-            .find(|a| a.ip().is_unspecified() || a.port() == 0)
-        {
-            return Err(self.error(
-                "alternate.advertise",
-                &format!("{a}: clients need a real address and port"),
-            ));
-        }
+        let advertised = |key: &str| -> Result<Vec<SocketAddr>, ConfigError> {
+            let list = addrs(key)?;
+            if list.len() > crate::report::wire::MAX_ADDRESSES {
+                return Err(self.error(key, "at most 4 addresses"));
+            }
+            if let Some(a) = list
+                .iter()
+                .find(|a| a.ip().is_unspecified() || a.port() == 0)
+            {
+                return Err(self.error(key, &format!("{a}: clients need a real address and port")));
+            }
+            Ok(list)
+        };
+        let advertise = advertised("alternate.advertise")?;
+        let http_advertise = advertised("alternate.http_advertise")?;
         Ok(AlternateConfig {
             key: self.key()?,
             tftp: self.tftp()?,
@@ -565,7 +596,34 @@ impl Config {
                 self.int("alternate.interval_ms", 10, 3_600_000)?
                     .unwrap_or(1000),
             ),
+            http: self.http()?,
+            http_advertise,
         })
+    }
+
+    /// The alternate's HTTP settings, if `alternate.http_listen` is set.
+    fn http(&self) -> Result<Option<HttpSettings>, ConfigError> {
+        let Some(listen) = self.listen_addr("alternate.http_listen")? else {
+            return Ok(None);
+        };
+        let d = HttpSettings::default();
+        let ms = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(self
+                .int(key, 1, 3_600_000)?
+                .map_or(default, Duration::from_millis))
+        };
+        Ok(Some(HttpSettings {
+            listen,
+            max_connections: self
+                .int("http.max_connections", 1, 1 << 20)?
+                .map_or(d.max_connections, |v| v as usize),
+            max_transfers: self.tftp()?.max_transfers,
+            timeouts: Timeouts {
+                idle: ms("http.idle_timeout_ms", d.timeouts.idle)?,
+                request: ms("http.request_timeout_ms", d.timeouts.request)?,
+                send: ms("http.send_timeout_ms", d.timeouts.send)?,
+            },
+        }))
     }
 
     fn tftp(&self) -> Result<TftpSettings, ConfigError> {

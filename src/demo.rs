@@ -169,6 +169,8 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
             state_file: None,
             centrals: centrals.iter().map(|(reports, _)| *reports).collect(),
             interval: o.interval,
+            http: None,
+            http_advertise: Vec::new(),
         })?;
     }
     // Both centrals must know every alternate before the storms start.

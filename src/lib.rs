@@ -3,7 +3,8 @@
 //!
 //! Layout: protocol cores are sans-IO (bytes and time in, bytes and decisions out) and never
 //! touch sockets or clocks; thin smol shells beside them own sockets, timers and files.
-//! - [`tftp`]: the TFTP engine (server and client) that the central and alternates embed.
+//! - [`tftp`]: the TFTP engine (server and client) that the central and alternates embed;
+//!   [`http`]: HTTP/1.1 for the same files on alternates.
 //! - [`net`]: socket helpers for the shells (batched sends and receives, busy polling).
 //! - [`pxe`], [`report`], [`balance`], [`formats`]: proxyDHCP, load reports, list ordering,
 //!   the list and config formats.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod formats;
+pub mod http;
 pub mod lifecycle;
 pub mod log;
 pub mod net;

@@ -11,6 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bootherd::formats::{alt_list, boot_config, dhcp};
+use bootherd::http::exchange::{answer, route, Found};
+use bootherd::http::wire::{parse_range, parse_request, parse_response, RangeAsk, MAX_HEAD_LEN};
 use bootherd::pxe::client::PxeClient;
 use bootherd::pxe::responder::{respond, Decision, PxeConfig, Service};
 use bootherd::report::wire::{decode, encode, Key};
@@ -33,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("alt_list", alt_list),
     ("boot_config", boot_config),
     ("dhcp_options", dhcp_options),
+    ("http_request", http_request),
 ];
 
 /// Reads the fuzzer's bytes as a stream of small decisions; zeros once they run out.
@@ -383,4 +386,52 @@ pub fn dhcp_options(data: &[u8]) {
     for server in dhcp::boot_servers(data, dhcp::BOOT_SERVER_TYPE) {
         assert_eq!(server.len(), 4);
     }
+}
+
+/// HTTP request heads as a client sends them, whole and cut at every length the input picks:
+/// a parsed head is never longer than the input nor the limit, a cut head is incomplete or
+/// refused (never a different request), a routed path is relative without `..`, answers for a
+/// file of any length send only bytes of it, and a response head renders and parses back.
+pub fn http_request(data: &[u8]) {
+    let Some((&cut, data)) = data.split_first() else {
+        return;
+    };
+    let parsed = parse_request(data);
+    if let Ok(Some((request, len))) = &parsed {
+        assert!(*len <= data.len() && *len <= MAX_HEAD_LEN);
+        // The same head with a byte less is not yet a request.
+        if let Ok(Some((shorter, _))) = parse_request(&data[..len - 1]) {
+            panic!("a head cut short parsed as {shorter:?}");
+        }
+        if let Ok(path) = route(request) {
+            let path = path.as_str();
+            assert!(!path.starts_with('/') && !path.split('/').any(|p| p == ".." || p.is_empty()));
+        }
+        let file_len = u64::from(cut) * 997;
+        let found = Found {
+            len: file_len,
+            etag: Some("ab".into()),
+            generated: cut % 2 == 1,
+            content_type: "application/octet-stream",
+        };
+        let reply = answer(request, &found);
+        if let Some((offset, n)) = reply.body {
+            assert!(n > 0 && offset + n <= file_len);
+            assert_eq!(n, reply.head.content_length);
+        }
+        let mut text = String::new();
+        reply.head.render(u64::from(cut) << 24, &mut text);
+        let (info, n) = parse_response(text.as_bytes()).unwrap().unwrap();
+        assert_eq!((info.code, n), (reply.head.status.code(), text.len()));
+        if let Some(range) = request.range {
+            if let RangeAsk::Part { start, len } = parse_range(range, file_len) {
+                assert!(len > 0 && start + len <= file_len);
+            }
+        }
+    }
+    let cut = usize::from(cut).min(data.len());
+    if let Ok(Some((_, len))) = parse_request(&data[..cut]) {
+        assert!(len <= cut);
+    }
+    let _ = parse_response(data);
 }

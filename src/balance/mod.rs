@@ -215,6 +215,8 @@ pub struct Ranked {
     pub id: String,
     /// Addresses for clients, best first.
     pub addresses: Vec<SocketAddr>,
+    /// HTTP addresses for clients, best first (empty: no HTTP).
+    pub http_addresses: Vec<SocketAddr>,
     /// Estimated time for one more boot there, microseconds.
     pub score_us: u64,
 }
@@ -497,6 +499,7 @@ impl Table {
                     .map(|score_us| Ranked {
                         id: id.clone(),
                         addresses: e.report.addresses.clone(),
+                        http_addresses: e.report.http_addresses.clone(),
                         score_us,
                     })
             })

@@ -39,6 +39,9 @@ Options:
   --backup-central HOST[:PORT]
                          a central to ask for the list when the first gives none, or none of
                          its alternates can serve (repeatable; after those the PXE answer names)
+  --http                 fetch the config and boot files over HTTP from alternates whose
+                         list entry offers it (as iPXE does), falling back to their TFTP
+  --http-port PORT       with --alternates and --http: each alternate's HTTP port [80]
   --json                 print the summary and one record per client as JSON
   -v, --verbose          one line per client
   -h, --help             this help
@@ -78,6 +81,8 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
     let proxy: Option<String> = args.value(&["--pxe"])?;
     let discovery: Option<String> = args.value(&["--discovery"])?;
     let backup_centrals: Vec<String> = args.values(&["--backup-central"])?;
+    let http = args.flag(&["--http"]);
+    let http_port: Option<u16> = args.value(&["--http-port"])?;
     let verbose = args.flag(&["-v", "--verbose"]);
     let json = args.flag(&["--json"]);
     args.finish()?;
@@ -108,7 +113,12 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
                     "--pxe needs --central (the NBP comes from the central)".into(),
                 ));
             }
-            let alternates = parse_alternates(&list).map_err(usage)?;
+            let http_port = match (http, http_port) {
+                (_, None) => http.then_some(80),
+                (true, port) => port,
+                (false, Some(_)) => return Err(usage("--http-port goes with --http".into())),
+            };
+            let alternates = parse_alternates(&list, http_port).map_err(usage)?;
             let assign =
                 Assign::parse(assign.as_deref().unwrap_or("round-robin"), alternates.len())
                     .map_err(|e| usage(format!("--assign {e}")))?;
@@ -136,6 +146,7 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
     let options = ClientOptions {
         pxe,
         backup_centrals,
+        http,
         ..options
     };
     let records = storm(&source, clients, spread, &options);
@@ -191,8 +202,9 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
 /// Distinct failure reasons printed without `-v`.
 const MAX_REASONS: usize = 10;
 
-/// `ID=HOST[:PORT],...` (port 69 by default) into list entries.
-fn parse_alternates(list: &str) -> Result<Vec<AltEntry>, String> {
+/// `ID=HOST[:PORT],...` (port 69 by default) into list entries, with the host's HTTP address
+/// at `http_port` if given.
+fn parse_alternates(list: &str, http_port: Option<u16>) -> Result<Vec<AltEntry>, String> {
     let mut entries: Vec<AltEntry> = Vec::new();
     for item in list.split(',') {
         let (id, host) = item
@@ -206,6 +218,10 @@ fn parse_alternates(list: &str) -> Result<Vec<AltEntry>, String> {
         entries.push(AltEntry {
             id: id.to_string(),
             addresses: vec![address.to_string()],
+            http: http_port
+                .map(|port| SocketAddr::new(address.ip(), port).to_string())
+                .into_iter()
+                .collect(),
         });
     }
     Ok(entries)

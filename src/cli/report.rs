@@ -165,6 +165,7 @@ fn send(mut args: Args) -> Result<(), CliError> {
         datagrams_sent: 0,
         datagrams_resent: 0,
         process_cpu_permille: 0,
+        http_addresses: Vec::new(),
     };
     args.finish()?;
     if to.is_empty() {

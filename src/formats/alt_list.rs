@@ -2,11 +2,14 @@
 //! (an iPXE script of the same order).
 //!
 //! Text format v1: one alternate per line, best first: its id, then one or more TFTP addresses
-//! (`HOST:PORT`) to try in order. `#` starts a comment; blank lines are ignored.
+//! (`HOST:PORT`) to try in order. `#` starts a comment; blank lines are ignored. An alternate
+//! that serves HTTP too has its HTTP addresses in a comment on its line, `# http` and the
+//! addresses: readers that know no HTTP skip the comment as every comment, so the format stays
+//! v1 for them.
 //!
 //! ```text
 //! # bootherd alternate list v1, best first
-//! alt2 127.0.0.12:6902
+//! alt2 127.0.0.12:6902 # http 127.0.0.12:8080
 //! alt1 127.0.0.11:6901 10.0.0.11:69
 //! ```
 
@@ -26,7 +29,12 @@ pub struct AltEntry {
     pub id: String,
     /// TFTP addresses, `HOST:PORT`, in the order to try.
     pub addresses: Vec<String>,
+    /// HTTP addresses, `HOST:PORT`, tried before the TFTP ones by clients that speak HTTP.
+    pub http: Vec<String>,
 }
+
+/// The comment word that marks a line's HTTP addresses.
+const HTTP_MARK: &str = "http";
 
 /// Renders the text list.
 pub fn render(entries: &[AltEntry]) -> String {
@@ -37,6 +45,14 @@ pub fn render(entries: &[AltEntry]) -> String {
             out.push(' ');
             out.push_str(a);
         }
+        if !e.http.is_empty() {
+            out.push_str(" # ");
+            out.push_str(HTTP_MARK);
+            for a in &e.http {
+                out.push(' ');
+                out.push_str(a);
+            }
+        }
         out.push('\n');
     }
     out
@@ -46,10 +62,16 @@ pub fn render(entries: &[AltEntry]) -> String {
 pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
+        let (line, comment) = line.split_once('#').unwrap_or((line, ""));
+        let line = line.trim();
         if line.is_empty() {
             continue;
         }
+        let mut comment = comment.split_whitespace();
+        let http = match comment.next() {
+            Some(HTTP_MARK) => comment.map(String::from).collect(),
+            _ => Vec::new(),
+        };
         let mut words = line.split_whitespace();
         let id = words.next().unwrap_or_default();
         let addresses: Vec<String> = words.map(String::from).collect();
@@ -62,6 +84,7 @@ pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
         out.push(AltEntry {
             id: String::from(id),
             addresses,
+            http,
         });
     }
     Ok(out)
@@ -74,19 +97,21 @@ pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
 pub const IPXE_TIMEOUT_MS: u32 = 1000;
 
 /// Renders the list as an iPXE script: chain to each alternate's per-client boot script in
-/// order, falling through (`||`) to the next when one fails or stays silent for
-/// [`IPXE_TIMEOUT_MS`]. When none can serve, the same list script of each of `backups` (other
-/// centrals, `HOST:PORT`) is tried, once: a fresh list from a central that may know better.
+/// order, over HTTP first where the alternate has it, then over TFTP, falling through (`||`)
+/// to the next when one fails or stays silent for [`IPXE_TIMEOUT_MS`]. When none can serve,
+/// the same list script of each of `backups` (other centrals, `HOST:PORT`) is tried, once: a
+/// fresh list from a central that may know better.
 pub fn render_ipxe(entries: &[AltEntry], backups: &[String]) -> String {
     let mut out = String::from("#!ipxe\n# bootherd alternate list v1, best first\n");
     // Writing to a String cannot fail.
     for e in entries {
-        for a in &e.addresses {
+        let http = e.http.iter().map(|a| ("http", a));
+        for (scheme, a) in http.chain(e.addresses.iter().map(|a| ("tftp", a))) {
             let _ = writeln!(
                 out,
-                "echo bootherd: trying {id} at {a}\n\
-                 chain --autofree --timeout {IPXE_TIMEOUT_MS} tftp://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
-                 echo bootherd: {id} at {a} did not answer",
+                "echo bootherd: trying {id} at {scheme}://{a}\n\
+                 chain --autofree --timeout {IPXE_TIMEOUT_MS} {scheme}://{a}/{path}/${{uuid}}/${{mac:hexhyp}}/${{platform}}-${{buildarch}} || \
+                 echo bootherd: {id} at {scheme}://{a} did not answer",
                 id = e.id,
                 path = super::boot_config::IPXE_CONFIG_DIR,
             );
@@ -118,10 +143,12 @@ mod tests {
             AltEntry {
                 id: "alt2".into(),
                 addresses: vec!["127.0.0.12:6902".into()],
+                http: vec!["127.0.0.12:8080".into()],
             },
             AltEntry {
                 id: "alt1".into(),
                 addresses: vec!["127.0.0.11:6901".into(), "10.0.0.11:69".into()],
+                http: Vec::new(),
             },
         ]
     }
@@ -131,10 +158,42 @@ mod tests {
         let text = render(&entries());
         assert_eq!(
             text,
-            "# bootherd alternate list v1, best first\nalt2 127.0.0.12:6902\nalt1 127.0.0.11:6901 10.0.0.11:69\n"
+            "# bootherd alternate list v1, best first\nalt2 127.0.0.12:6902 # http 127.0.0.12:8080\nalt1 127.0.0.11:6901 10.0.0.11:69\n"
         );
         assert_eq!(parse(&text).unwrap(), entries());
         assert_eq!(parse("").unwrap(), []);
+    }
+
+    /// A reader of the list before HTTP: `#` ends the line for it, as it does here.
+    fn old_parse(text: &str) -> Vec<(String, Vec<String>)> {
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut w = l.split_whitespace().map(String::from);
+                (w.next().unwrap(), w.collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readers_without_http_see_the_tftp_list_only() {
+        let old = old_parse(&render(&entries()));
+        assert_eq!(
+            old,
+            [
+                ("alt2".to_string(), vec!["127.0.0.12:6902".to_string()]),
+                (
+                    "alt1".to_string(),
+                    vec!["127.0.0.11:6901".to_string(), "10.0.0.11:69".to_string()]
+                ),
+            ]
+        );
+        // Other comments are not HTTP addresses.
+        assert_eq!(
+            parse("a 1.2.3.4:69 # note 5.6.7.8:80\n").unwrap()[0].http,
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -148,13 +207,14 @@ mod tests {
     }
 
     #[test]
-    fn ipxe_rendering_tries_every_address_in_order() {
+    fn ipxe_rendering_tries_http_then_tftp_then_the_next_alternate() {
         let script = render_ipxe(&entries(), &[]);
         assert!(script.starts_with("#!ipxe\n"));
         let chains: Vec<&str> = script.lines().filter(|l| l.starts_with("chain")).collect();
-        assert_eq!(chains.len(), 3);
-        assert!(chains[0].starts_with("chain --autofree --timeout 1000 tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
-        assert!(chains[2].contains("tftp://10.0.0.11:69/"));
+        assert_eq!(chains.len(), 4);
+        assert!(chains[0].starts_with("chain --autofree --timeout 1000 http://127.0.0.12:8080/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
+        assert!(chains[1].starts_with("chain --autofree --timeout 1000 tftp://127.0.0.12:6902/bootherd.ipxe/${uuid}/${mac:hexhyp}/${platform}-${buildarch} || "));
+        assert!(chains[3].contains("tftp://10.0.0.11:69/"));
         assert!(
             !script.contains("bootherd-backup"),
             "no backups, no section"

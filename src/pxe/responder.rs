@@ -11,8 +11,13 @@
 //! - With a menu configured, non-iPXE clients get a PXE 2.1 one-item menu and do full
 //!   discovery to 4011 with boot item 71, which is echoed with the boot file.
 //!
-//! Requests without option 60 "PXEClient" are never answered: the site's DHCP service is
-//! untouched. Replies carry no address (`yiaddr` 0), option 53 first, then 54, 60, 97, 43,
+//! - UEFI HTTP boot (option 60 "HTTPClient", OVMF's HttpBootDxe) takes a proxy offer that
+//!   echoes "HTTPClient" and has a URL with an IP address in the file field (EDK2's "proxy
+//!   offer with IP URI"), next to the DHCP server's offer: it gets the URL of
+//!   `boot_http_x64`/`boot_http_arm64` on the best alternate that serves HTTP.
+//!
+//! Requests without option 60 "PXEClient" or "HTTPClient" are never answered: the site's DHCP
+//! service is untouched. Replies carry no address (`yiaddr` 0), option 53 first, then 54, 60, 97, 43,
 //! and are padded to 300 bytes for old ROMs.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -28,6 +33,9 @@ pub const MAX_BOOT_FILE_LEN: usize = 127;
 /// Replies are at least this long (some PXE ROMs drop shorter BOOTP packets).
 pub const MIN_REPLY_LEN: usize = 300;
 const DHCP_OPTIONS_START: usize = 240;
+/// Longest HTTP boot path: the URL is `http://` and an address and port (at most 22 bytes),
+/// a `/` and the path, and must fit the file field.
+pub const MAX_HTTP_PATH_LEN: usize = MAX_BOOT_FILE_LEN - 30;
 const PROMPT: &str = "bootherd";
 
 /// Which service a datagram arrived at.
@@ -54,6 +62,11 @@ pub struct BootFiles {
     pub efi_arm64: String,
     /// Any client already running iPXE.
     pub ipxe: String,
+    /// UEFI HTTP boot, x86-64 (16): a path on the alternates, sent as a URL on the best one
+    /// (none: HTTP boot clients are not answered).
+    pub http_x64: Option<String>,
+    /// UEFI HTTP boot, ARM64 (19).
+    pub http_arm64: Option<String>,
 }
 
 impl Default for BootFiles {
@@ -65,6 +78,8 @@ impl Default for BootFiles {
             efi_arm32: "bootherd-arm.efi".into(),
             efi_arm64: "bootherd-aa64.efi".into(),
             ipxe: crate::formats::alt_list::IPXE_LIST_PATH.into(),
+            http_x64: None,
+            http_arm64: None,
         }
     }
 }
@@ -82,6 +97,21 @@ impl BootFiles {
         ] {
             if name.is_empty() || name.len() > MAX_BOOT_FILE_LEN || name.contains('\0') {
                 return Err(format!("{key}: 1 to {MAX_BOOT_FILE_LEN} bytes, no NUL"));
+            }
+        }
+        for (key, name) in [
+            ("boot_http_x64", &self.http_x64),
+            ("boot_http_arm64", &self.http_arm64),
+        ] {
+            let Some(name) = name else { continue };
+            // The URL must fit the field with `http://ADDRESS:PORT/` in front.
+            if name.is_empty()
+                || name.len() > MAX_HTTP_PATH_LEN
+                || !name.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "{key}: 1 to {MAX_HTTP_PATH_LEN} printable bytes, no spaces"
+                ));
             }
         }
         Ok(())
@@ -146,6 +176,19 @@ pub fn respond(
     from: SocketAddr,
     server_ip: Ipv4Addr,
 ) -> Decision {
+    respond_with(config, service, datagram, from, server_ip, &mut |_| None)
+}
+
+/// [`respond`], with `http_url` giving the URL of a path on the best alternate that serves
+/// HTTP (for UEFI HTTP boot clients), if there is one.
+pub fn respond_with(
+    config: &PxeConfig,
+    service: Service,
+    datagram: &[u8],
+    from: SocketAddr,
+    server_ip: Ipv4Addr,
+    http_url: &mut dyn FnMut(&str) -> Option<String>,
+) -> Decision {
     let SocketAddr::V4(from) = from else {
         return ignore("DHCP over IPv6 is not served");
     };
@@ -162,7 +205,11 @@ pub fn respond(
     }
     let opts = request.opts();
     let class = match opts.get(OptionCode::ClassIdentifier) {
-        Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(b"PXEClient") => c.clone(),
+        Some(DhcpOption::ClassIdentifier(c))
+            if c.starts_with(b"PXEClient") || c.starts_with(HTTP_CLIENT) =>
+        {
+            c.clone()
+        }
         _ => return ignore("no option 60 PXEClient: not a PXE client"),
     };
     let kind = match opts.get(OptionCode::MessageType) {
@@ -201,6 +248,11 @@ pub fn respond(
         ipxe,
         uuid: uuid_option.as_deref().and_then(uuid_from_option_97),
     };
+    if class.starts_with(HTTP_CLIENT) {
+        return http_boot(
+            config, service, &request, reply_type, server_ip, from, client, http_url,
+        );
+    }
     let file = if ipxe {
         &config.boot_files.ipxe
     } else {
@@ -274,6 +326,7 @@ pub fn respond(
         file.map(String::as_str),
         uuid_option.as_deref(),
         vendor.as_deref(),
+        PXE_CLIENT,
     ) {
         Ok(p) => p,
         Err(e) => return ignore(format!("cannot encode the reply: {e}")),
@@ -308,6 +361,63 @@ fn destination(service: Service, request: &Message, from: SocketAddrV4) -> Socke
     }
 }
 
+/// Option 60 of PXE answers.
+const PXE_CLIENT: &[u8] = b"PXEClient";
+/// Option 60 of UEFI HTTP boot requests, echoed in answers to them.
+const HTTP_CLIENT: &[u8] = b"HTTPClient";
+
+/// Answers a UEFI HTTP boot client (architecture 16 x86-64, 19 ARM64) with the URL of its
+/// boot file on the best alternate that serves HTTP: an offer with option 60 "HTTPClient" and
+/// the URL in the file field, no option 43.
+#[allow(clippy::too_many_arguments)]
+fn http_boot(
+    config: &PxeConfig,
+    service: Service,
+    request: &Message,
+    reply_type: MessageType,
+    server_ip: Ipv4Addr,
+    from: SocketAddrV4,
+    client: Client,
+    http_url: &mut dyn FnMut(&str) -> Option<String>,
+) -> Decision {
+    let path = match client.arch {
+        16 => &config.boot_files.http_x64,
+        19 => &config.boot_files.http_arm64,
+        _ => &None,
+    };
+    let Some(path) = path else {
+        return ignore(format!(
+            "HTTP boot client {} has architecture {}, which has no HTTP boot file",
+            client.mac, client.arch
+        ));
+    };
+    let Some(url) = http_url(path) else {
+        return ignore(format!(
+            "HTTP boot client {}: no alternate serves HTTP now",
+            client.mac
+        ));
+    };
+    let payload = match build_reply(
+        request,
+        reply_type,
+        server_ip,
+        Some(&url),
+        None,
+        None,
+        HTTP_CLIENT,
+    ) {
+        Ok(p) => p,
+        Err(e) => return ignore(format!("cannot encode the reply: {e}")),
+    };
+    Decision::Reply {
+        payload,
+        to: destination(service, request, from),
+        client,
+        file: Some(url),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn build_reply(
     request: &Message,
     kind: MessageType,
@@ -315,6 +425,7 @@ fn build_reply(
     file: Option<&str>,
     uuid: Option<&[u8]>,
     vendor: Option<&[u8]>,
+    class: &[u8],
 ) -> Result<Vec<u8>, String> {
     let mut reply = Message::default();
     reply
@@ -340,7 +451,7 @@ fn build_reply(
     let mut options = vec![
         DhcpOption::MessageType(kind),
         DhcpOption::ServerIdentifier(server_ip),
-        DhcpOption::ClassIdentifier(b"PXEClient".to_vec()),
+        DhcpOption::ClassIdentifier(class.to_vec()),
     ];
     if let Some(uuid) = uuid {
         options.push(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));

@@ -11,7 +11,7 @@ use std::task::Poll;
 use smol::net::UdpSocket;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::responder::{respond, Decision, PxeConfig, Service};
+use super::responder::{respond_with, Decision, PxeConfig, Service};
 use crate::log;
 
 /// Where to listen: an interface and the address replies carry there.
@@ -75,11 +75,16 @@ struct Listener {
     address: Ipv4Addr,
 }
 
+/// Gives a UEFI HTTP boot client (from the address it asked from) the URL of a path on the
+/// best alternate that serves HTTP, if any.
+pub type HttpLocator = Arc<dyn Fn(&str, SocketAddr) -> Option<String> + Send + Sync>;
+
 /// Bound PXE sockets, ready to run.
 pub struct PxeServer {
     /// Shared so that a config reload can change boot files and menu while it runs.
     responder: Arc<Mutex<PxeConfig>>,
     listeners: Vec<Listener>,
+    http: Option<HttpLocator>,
 }
 
 fn bind(binding: &Binding, address: Ipv4Addr, port: u16) -> io::Result<StdUdpSocket> {
@@ -127,7 +132,16 @@ impl PxeServer {
         Ok(PxeServer {
             responder: Arc::new(Mutex::new(settings.responder.clone())),
             listeners,
+            http: None,
         })
+    }
+
+    /// Answers UEFI HTTP boot clients with URLs `locate` gives.
+    pub fn with_http_boot(self, locate: HttpLocator) -> Self {
+        PxeServer {
+            http: Some(locate),
+            ..self
+        }
     }
 
     /// The responder's settings, which may change while it runs (a config reload).
@@ -153,7 +167,15 @@ impl PxeServer {
         }
         let tasks = sockets
             .iter()
-            .map(|(socket, service, address)| serve(socket, *service, *address, &self.responder))
+            .map(|(socket, service, address)| {
+                serve(
+                    socket,
+                    *service,
+                    *address,
+                    &self.responder,
+                    self.http.as_ref(),
+                )
+            })
             .collect();
         first_to_finish(tasks).await
     }
@@ -181,6 +203,7 @@ async fn serve(
     service: Service,
     address: Ipv4Addr,
     responder: &Mutex<PxeConfig>,
+    http: Option<&HttpLocator>,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 1500];
     loop {
@@ -188,12 +211,13 @@ async fn serve(
             .recv_from(&mut buf)
             .await
             .map_err(|e| format!("PXE socket: {e}"))?;
-        let decision = respond(
+        let decision = respond_with(
             &responder.lock().unwrap_or_else(PoisonError::into_inner),
             service,
             &buf[..n],
             from,
             address,
+            &mut |path| http.and_then(|locate| locate(path, from)),
         );
         match decision {
             Decision::Ignore(why) => log::debug!("pxe: {service:?} {from}: ignored: {why}"),

@@ -34,6 +34,8 @@ pub struct Identity {
     pub alternate: String,
     /// Addresses for clients.
     pub addresses: Vec<SocketAddr>,
+    /// HTTP addresses for clients (empty: no HTTP).
+    pub http_addresses: Vec<SocketAddr>,
     /// Random per start.
     pub boot_id: u64,
     /// Starts so far, from the state file (0 without one).
@@ -224,6 +226,7 @@ impl Monitor {
             datagrams_sent: totals.data_sent,
             datagrams_resent: totals.data_retransmitted,
             process_cpu_permille: self.process_cpu_permille,
+            http_addresses: id.http_addresses.clone(),
         })
     }
 
@@ -240,6 +243,37 @@ impl Monitor {
 /// it: the alternate could not serve it either, so its digest differs from one that can (and a
 /// central that expects a digest excludes it), but one stray file does not stop it starting.
 pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
+    hash_dir(root).map(|files| digest_of(&files))
+}
+
+/// One file of the boot-file set as it was hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedFile {
+    /// Relative to the root, `/`-separated.
+    pub path: String,
+    /// Bytes.
+    pub len: u64,
+    /// Modification time before hashing (a file changed since has another).
+    pub modified: Option<std::time::SystemTime>,
+    /// SHA-256 of its content.
+    pub sha256: [u8; 32],
+}
+
+/// The boot-file digest of files hashed by [`hash_dir`].
+pub fn digest_of(files: &[HashedFile]) -> [u8; 32] {
+    let mut manifest = Vec::new();
+    for f in files {
+        manifest.extend_from_slice(f.path.as_bytes());
+        manifest.push(0);
+        manifest.extend_from_slice(f.len.to_string().as_bytes());
+        manifest.push(0);
+        manifest.extend_from_slice(&f.sha256);
+    }
+    sha256(&manifest)
+}
+
+/// Every regular file below `root`, hashed, in path order (see [`digest_dir`]).
+pub fn hash_dir(root: &Path) -> std::io::Result<Vec<HashedFile>> {
     let left_out = |path: &Path, e: std::io::Error| {
         crate::log::warning!(
             "{}: cannot be read, left out of the boot-file digest (and cannot be served): {e}",
@@ -268,11 +302,11 @@ pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
         }
     }
     files.sort();
-    let mut manifest = Vec::new();
+    let mut hashed = Vec::with_capacity(files.len());
     // One buffer for every file: a router's memory must not have to hold its largest file.
     let mut buf = vec![0u8; 64 << 10];
     for path in files {
-        let (len, digest) = match hash_file(&path, &mut buf) {
+        let (len, modified, sha256) = match hash_file(&path, &mut buf) {
             Ok(hashed) => hashed,
             Err(e) => {
                 left_out(&path, e);
@@ -280,25 +314,30 @@ pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
             }
         };
         let relative = path.strip_prefix(root).unwrap_or(&path);
-        manifest.extend_from_slice(relative.to_string_lossy().as_bytes());
-        manifest.push(0);
-        manifest.extend_from_slice(len.to_string().as_bytes());
-        manifest.push(0);
-        manifest.extend_from_slice(&digest);
+        hashed.push(HashedFile {
+            path: relative.to_string_lossy().into_owned(),
+            len,
+            modified,
+            sha256,
+        });
     }
-    Ok(sha256(&manifest))
+    Ok(hashed)
 }
 
-/// The length and SHA-256 of the file at `path`, read through `buf`.
-fn hash_file(path: &Path, buf: &mut [u8]) -> std::io::Result<(u64, [u8; 32])> {
+/// The length, modification time and SHA-256 of the file at `path`, read through `buf`.
+fn hash_file(
+    path: &Path,
+    buf: &mut [u8],
+) -> std::io::Result<(u64, Option<std::time::SystemTime>, [u8; 32])> {
     use sha2::Digest;
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
+    let modified = file.metadata()?.modified().ok();
     let mut hasher = sha2::Sha256::new();
     let mut len = 0u64;
     loop {
         match file.read(buf) {
-            Ok(0) => return Ok((len, hasher.finalize().into())),
+            Ok(0) => return Ok((len, modified, hasher.finalize().into())),
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 len += n as u64;
@@ -319,6 +358,7 @@ mod tests {
             Identity {
                 alternate: "alt1".into(),
                 addresses: vec!["127.0.0.11:6901".parse().unwrap()],
+                http_addresses: Vec::new(),
                 boot_id: 7,
                 boot_count: 4,
                 interval: Duration::from_secs(1),

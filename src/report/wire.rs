@@ -131,6 +131,8 @@ pub struct LoadReport {
     pub datagrams_resent: u64,
     /// The alternate process's own CPU use, per mille of one core.
     pub process_cpu_permille: u16,
+    /// HTTP addresses clients may fetch the same files from, best first (empty: no HTTP).
+    pub http_addresses: Vec<SocketAddr>,
 }
 
 /// A network path mark set by an operator or another service.
@@ -350,6 +352,9 @@ fn check_report(r: &LoadReport) -> Result<(), DecodeError> {
     if r.addresses.is_empty() || r.addresses.len() > MAX_ADDRESSES {
         return bad("1 to 4 addresses");
     }
+    if r.http_addresses.len() > MAX_ADDRESSES {
+        return bad("at most 4 HTTP addresses");
+    }
     if r.interval_ms == 0 {
         return bad("interval 0");
     }
@@ -412,6 +417,7 @@ pub(crate) mod tests {
             datagrams_sent: 1000,
             datagrams_resent: 10,
             process_cpu_permille: 150,
+            http_addresses: vec!["127.0.0.11:8080".parse().unwrap()],
         }
     }
 
@@ -542,6 +548,7 @@ pub(crate) mod tests {
                 datagrams_sent: 0,
                 datagrams_resent: 0,
                 process_cpu_permille: 0,
+                http_addresses: Vec::new(),
                 ..r
             }
         );

@@ -59,7 +59,8 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies)
+ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies
+    http-least-loaded http-fallback ovmf-http)
 # Only when asked for: it builds iPXE from a source tree (BH_E2E_IPXE_SRC) or GitHub.
 EXTRA_CASES=(ipxe-efi-corrupt)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
@@ -300,7 +301,8 @@ LIST_RE="central: ($CLIENT_PEER): list ([a-z0-9]+) "
 list_ids() { sed -E 's/.*: list //; s/ \([^)]*\)//g; s/,//g' <<<"$1"; }
 
 # Lines written since the VM started to alternate ID's log that concern the client at IP.
-client_lines() { source_text "$1" | grep -F "tftp: $2:" || true; }
+# BOOT_PROTO (tftp, or http in the HTTP cases) is what the client fetched its files with.
+client_lines() { source_text "$1" | grep -F "${BOOT_PROTO:-tftp}: $2:" || true; }
 
 # The checks common to every case; LIST and BOOTED are the list's ids and the marker's; the
 # central may have served only the files matching ALLOWED (by default the iPXE list).
@@ -404,7 +406,7 @@ expect_alternate_side() {
         "alternate: $CLIENT_PEER: boot config configs/(default|arch-$1)"
     KERNEL_I=${#EXP_LABEL[@]}
     expect "an alternate: sent ${BOOT_DIR}vmlinuz" alternates \
-        "tftp: $CLIENT_PEER: sent ${BOOT_DIR}vmlinuz "
+        "${BOOT_PROTO:-tftp}: $CLIENT_PEER: sent ${BOOT_DIR}vmlinuz "
 }
 
 # The expectations of a Linux boot; the list line is expectation 0, MARKER_I the marker.
@@ -422,7 +424,7 @@ expect_linux_boot() {
             "bootherd: [a-z0-9]+ at [0-9.:]+ did not answer"
     fi
     expect_alternate_side 0
-    expect "an alternate: sent initrd.img" alternates "tftp: $CLIENT_PEER: sent initrd\.img "
+    expect "an alternate: sent initrd.img" alternates "${BOOT_PROTO:-tftp}: $CLIENT_PEER: sent initrd\.img "
     MARKER_I=${#EXP_LABEL[@]}
     expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
 }
@@ -708,6 +710,124 @@ case_ovmf_central_dies() {
 
 not_ranked() { ! central_ranks "$1"; }
 
+# ---------------------------------------------------------------------------------------------
+# HTTP cases: the alternates serve HTTP on HTTP_PORT too (restarted with it for these cases,
+# without it after them); the list offers http:// first.
+
+HTTP_PORT=8080
+IPXE_EFI=/usr/lib/ipxe/ipxe.efi # Debian's iPXE EFI build: what OVMF's HTTP boot starts
+
+# set_http on|off: restarts every alternate with (or without) http_listen.
+set_http() {
+    local id config
+    for id in "${ALTS[@]}"; do
+        config=$WORK/$id/alternate.toml
+        sed -i '/^http_listen = /d' "$config"
+        [ "$1" = off ] || sed -i "/^id = /a http_listen = \"${ALT_ADDRESS[$id]}:$HTTP_PORT\"" "$config"
+        stop_pid "${ALT_PID[$id]}"
+        wait_for "$id gone from the central's order" 15 - not_ranked "$id"
+        run_alternate "$id"
+    done
+}
+
+# http_blocked on|off: no alternate's HTTP answers (a silent HTTP service, as from a dead or
+# firewalled one; TFTP lives): a routing rule throws away everything sent from the HTTP port,
+# SYN-ACKs included.
+http_blocked() {
+    local id action=add
+    [ "$1" = on ] || action=del
+    for id in "${ALTS[@]}"; do
+        ip -n "bh-e2e-$id" rule "$action" priority 100 ipproto tcp sport "$HTTP_PORT" blackhole
+    done
+}
+
+case_http_least_loaded() {
+    local run
+    set_http on
+    for ((run = 1; run <= RUNS; run++)); do
+        BOOT_PROTO=http
+        expect_linux_boot least-loaded
+        expect "serial: the list script chained over http:// first" serial \
+            "bootherd: trying [a-z0-9]+ at http://[0-9.]+:$HTTP_PORT"
+        AFTER_VM=after_least_loaded
+        boot_linux_vm "http-least-loaded-$run"
+        BOOT_PROTO=""
+        note_times http-least-loaded
+    done
+    set_http off
+}
+
+case_http_fallback() {
+    local run
+    set_http on
+    http_blocked on
+    for ((run = 1; run <= RUNS; run++)); do
+        expect_linux_boot least-loaded
+        expect "serial: the first alternate's HTTP did not answer" serial \
+            "bootherd: [a-z0-9]+ at http://[0-9.]+:$HTTP_PORT did not answer"
+        expect "serial: then its TFTP was tried" serial "bootherd: trying [a-z0-9]+ at tftp://"
+        AFTER_VM=after_least_loaded
+        boot_linux_vm "http-fallback-$run"
+        note_times http-fallback
+    done
+    http_blocked off
+    set_http off
+}
+
+# OVMF's HTTP boot (PXE switched off in the firmware, so that HTTPv4 is its first network
+# boot option): the central's proxy offer names http://BEST:8080/ipxe.efi; iPXE then asks
+# the central as usual and boots over HTTP.
+case_ovmf_http() {
+    local run id
+    for id in "${ALTS[@]}"; do cp "$IPXE_EFI" "$WORK/$id/boot/ipxe.efi"; done
+    with_central_line 'boot_http_x64 = "ipxe.efi"'
+    set_http on
+    for ((run = 1; run <= RUNS; run++)); do
+        reset_expectations
+        EXP_MAIN_WHAT="marker"
+        BOOT_PROTO=http
+        expect "central: logged the client's list" central "$LIST_RE"
+        expect "central: HTTP boot offer naming ipxe.efi on an alternate" central \
+            "pxe: Proxy $CLIENT_MAC \(arch 16, .*boot file http://[0-9.]+:$HTTP_PORT/ipxe\.efi"
+        expect "an alternate: sent ipxe.efi over HTTP" alternates "http: $CLIENT_PEER: sent ipxe\.efi "
+        expect "central: proxy offer to iPXE naming bootherd/alternates.ipxe" central \
+            "pxe: Proxy $CLIENT_MAC \(arch 7, iPXE.*boot file bootherd/alternates\.ipxe"
+        expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at http://"
+        expect_alternate_side 7
+        expect "an alternate: sent initrd.img" alternates "http: $CLIENT_PEER: sent initrd\.img "
+        MARKER_I=${#EXP_LABEL[@]}
+        expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+        AFTER_VM=after_ovmf_http
+        cp "$OVMF_VARS" "$WORK/ovmf-vars.fd"
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        boot_vm "ovmf-http-$run" "$LINUX_TIMEOUT" -machine q35 -m 512 \
+            -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" \
+            -drive "if=pflash,format=raw,file=$WORK/ovmf-vars.fd" \
+            -fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no \
+            -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=no \
+            -fw_cfg name=opt/org.tianocore/IPv6Support,string=no \
+            -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile=,bootindex=1"
+        BOOT_PROTO=""
+        note_times ovmf-http
+    done
+    set_http off
+    with_central_line -
+    for id in "${ALTS[@]}"; do rm -f "$WORK/$id/boot/ipxe.efi"; done
+}
+
+# The HTTP boot URL named the alternate the central put first, not the busy one; the boot
+# went by the list as in least-loaded.
+after_ovmf_http() {
+    local offer url_ip id rc=0
+    offer=$(source_text central | grep -E "pxe: Proxy $CLIENT_MAC \(arch 16" | head -n 1)
+    url_ip=$(sed -E 's|.*boot file http://([0-9.]+):.*|\1|' <<<"$offer")
+    for id in "${ALTS[@]}"; do [ "${ALT_ADDRESS[$id]}" = "$url_ip" ] && break; done
+    check_line "$([ "$id" != "$BUSY" ] && echo 1 || echo 0)" \
+        "the HTTP boot URL names $id at $url_ip, not the busy $BUSY" || rc=1
+    after_least_loaded || rc=1
+    return $rc
+}
+
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 main() {
@@ -728,6 +848,10 @@ main() {
     fi
     if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then
         LAB_PACKAGES+=(git make gcc perl liblzma-dev)
+    fi
+    if [[ " ${cases[*]} " == *" ovmf-http "* ]]; then
+        LAB_PACKAGES+=(ipxe)
+        LAB_FILES+=("$IPXE_EFI")
     fi
     lab_main linux
     if [[ " ${cases[*]} " == *" ipxe-efi-corrupt "* ]]; then

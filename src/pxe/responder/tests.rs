@@ -468,3 +468,76 @@ fn boot_file_names_are_checked_against_the_bootp_field() {
     .validate()
     .is_err());
 }
+
+#[test]
+fn uefi_http_boot_gets_the_url_of_its_file_on_the_best_alternate() {
+    // OVMF's HTTP boot discover: option 60 "HTTPClient:Arch:00016:...", option 93 = 16.
+    let class = b"HTTPClient:Arch:00016:UNDI:003001";
+    let request = edit_option(
+        &edit_option(OVMF_DISCOVER, 60, Some(class)),
+        93,
+        Some(&[0, 16]),
+    );
+    let ask = |config: &PxeConfig, url: Option<&str>| {
+        let mut asked = Vec::new();
+        let decision = respond_with(
+            config,
+            Service::Proxy,
+            &request,
+            broadcast_client(),
+            SERVER,
+            &mut |path| {
+                asked.push(path.to_string());
+                url.map(|u| format!("{u}/{path}"))
+            },
+        );
+        (decision, asked)
+    };
+    // Not configured: not answered, and nothing is asked of the table.
+    let (decision, asked) = ask(&PxeConfig::default(), Some("http://10.77.0.12:8080"));
+    assert!(matches!(decision, Decision::Ignore(_)) && asked.is_empty());
+    let mut config = PxeConfig::default();
+    config.boot_files.http_x64 = Some("ipxe.efi".into());
+    // No alternate serves HTTP: not answered (the firmware goes on to its next boot option).
+    assert!(matches!(ask(&config, None).0, Decision::Ignore(_)));
+    let (Decision::Reply { payload, file, .. }, asked) =
+        ask(&config, Some("http://10.77.0.12:8080"))
+    else {
+        panic!("not answered")
+    };
+    assert_eq!(asked, ["ipxe.efi"]);
+    let url = "http://10.77.0.12:8080/ipxe.efi";
+    assert_eq!(file.as_deref(), Some(url));
+    let r = Reply {
+        bytes: payload,
+        to: SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
+        file,
+        client: reply(
+            &PxeConfig::default(),
+            Service::Proxy,
+            OVMF_DISCOVER,
+            broadcast_client(),
+        )
+        .client,
+    };
+    // What EDK2's HttpBootDxe takes as a proxy offer with an IP URI: no yiaddr, option 60
+    // starting with "HTTPClient", the URL in the file field.
+    assert_eq!(r.ip(16), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(r.option(60).as_deref(), Some(&b"HTTPClient"[..]));
+    assert_eq!(r.option(53).as_deref(), Some(&[2u8][..]), "an offer");
+    assert_eq!(r.option(43), None);
+    assert_eq!(r.bootp_file(), url);
+    // An architecture without an HTTP boot file is not answered.
+    let arm = edit_option(&request, 93, Some(&[0, 19]));
+    assert!(matches!(
+        respond_with(
+            &config,
+            Service::Proxy,
+            &arm,
+            broadcast_client(),
+            SERVER,
+            &mut |_| Some("http://x/y".into())
+        ),
+        Decision::Ignore(_)
+    ));
+}
