@@ -59,7 +59,8 @@ set -euo pipefail
 CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
-ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies)
+ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies
+    uboot-arm64 uboot-fallback)
 # Only when asked for: it builds iPXE from a source tree (BH_E2E_IPXE_SRC) or GitHub.
 EXTRA_CASES=(ipxe-efi-corrupt)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
@@ -69,11 +70,15 @@ NBP=$REPO/nbp/target/x86_64-unknown-uefi/release/bootherd-nbp.efi
 NBP_AA64=$REPO/nbp/target/aarch64-unknown-uefi/release/bootherd-nbp.efi
 AAVMF_CODE=/usr/share/AAVMF/AAVMF_CODE.fd
 AAVMF_VARS=/usr/share/AAVMF/AAVMF_VARS.fd
-ARM64=0     # 1 when the aavmf-nbp case runs: arm64 boot set, NBP and firmware
+ARM64=0     # 1 when an arm64 case runs (aavmf-nbp, uboot-*): arm64 boot set, NBP, firmware
 BOOT_DIR="" # where the client's boot files are on the alternates ("arm64/" for AAVMF)
 LAB_PACKAGES+=(busybox-static ovmf)
 LAB_FILES+=(/bin/busybox "$OVMF_CODE" "$OVMF_VARS")
 
+UBOOT_ARM64=/usr/lib/u-boot/qemu_arm64/u-boot.bin # Debian's u-boot-qemu
+# The U-Boot VM beside -machine virt (the device tree depends on all of it: with firmware, virt
+# has no pl061 GPIO for Linux, so a tree dumped without -bios makes the kernel crash).
+UBOOT_ARM64_VM=(-cpu cortex-a57 -m 1024 -bios "$UBOOT_ARM64")
 ALTS=(alt1 alt2 alt3)
 declare -A ALT_ADDRESS=([alt1]=10.77.0.11 [alt2]=10.77.0.12 [alt3]=10.77.0.13)
 declare -A ALT_CAPACITY=([alt1]=16000000 [alt2]=10000000 [alt3]=6000000)
@@ -211,6 +216,15 @@ make_boot_set() {
         printf '%s\n' "kernel arm64/vmlinuz sha256=$(sha256 "$set/arm64/vmlinuz")" \
             "initrd arm64/initrd.img sha256=$(sha256 "$set/arm64/initrd.img")" \
             'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/arch-11"
+        # U-Boot arm64 boards (arch-22): the same, plus the device tree of QEMU's virt machine
+        # as the U-Boot VM gets it, loaded where the config says (qemu_arm64 has no fdt_addr_r).
+        qemu-system-aarch64 -nodefaults -machine "virt,dumpdtb=$set/arm64/virt.dtb" \
+            "${UBOOT_ARM64_VM[@]}" >/dev/null 2>&1 || die "cannot dump the virt machine's device tree"
+        # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
+        printf '%s\n' "kernel arm64/vmlinuz sha256=$(sha256 "$set/arm64/vmlinuz")" \
+            "initrd arm64/initrd.img sha256=$(sha256 "$set/arm64/initrd.img")" \
+            "fdt arm64/virt.dtb addr=0x48000000 sha256=$(sha256 "$set/arm64/virt.dtb")" \
+            'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/arch-22"
     fi
     BOOT_BYTES=$(($(stat -c %s "$set/vmlinuz") + $(stat -c %s "$set/initrd.img")))
     say "boot set: $(basename "$kernel") ($(stat -c %s "$set/vmlinuz") bytes), initrd.img" \
@@ -308,7 +322,7 @@ check_common() {
     local ip=$1 list=$2 booted=$3 allowed=${4:-bootherd/alternates\.ipxe} lines bad ok=0
     lines=$(source_text central | grep -E "tftp: $CLIENT_PEER: " || true)
     bad=$(grep -Ev ": ($allowed) |: (sent|sending) ($allowed) " <<<"$lines" || true)
-    if [ -z "$bad" ] && grep -q ': sent bootherd/alternates\.' <<<"$lines"; then ok=1; fi
+    if [ -z "$bad" ] && grep -Eq ': sent (bootherd/alternates\.|boot\.scr\.uimg )' <<<"$lines"; then ok=1; fi
     check_line "$ok" "central: sent the client its NBP and list and nothing else over TFTP" || {
         printf '     %s\n' "$bad"
         return 1
@@ -544,6 +558,50 @@ case_aavmf_nbp() {
     done
 }
 
+# expect_uboot_boot least-loaded|fallback: the expectations of U-Boot's network boot (distro
+# boot's `dhcp ${scriptaddr} boot.scr.uimg`): the central's generated script, then the
+# per-client script and boot files from an alternate (fallback: past the dead first one).
+expect_uboot_boot() {
+    reset_expectations
+    EXP_MAIN_WHAT="marker"
+    expect "central: logged the client's list" central "$LIST_RE"
+    expect "central: TFTP sent boot.scr.uimg" central "tftp: $CLIENT_PEER: sent boot\.scr\.uimg "
+    expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at "
+    if [ "$1" = fallback ]; then
+        expect "serial: the first alternate did not answer" serial \
+            "bootherd: [a-z0-9]+ at [0-9.:]+ did not boot"
+    fi
+    expect_alternate_side 22
+    expect "an alternate: sent the device tree ${BOOT_DIR}virt.dtb" alternates \
+        "tftp: $CLIENT_PEER: sent ${BOOT_DIR}virt\.dtb "
+    expect "serial: the per-client script started the kernel" serial \
+        "bootherd: starting ${BOOT_DIR}vmlinuz"
+    MARKER_I=${#EXP_LABEL[@]}
+    expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+}
+
+# uboot_case NAME least-loaded|fallback: RUNS boots of Debian's U-Boot for qemu_arm64.
+uboot_case() {
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        BOOT_DIR=arm64/
+        expect_uboot_boot "$2"
+        AFTER_VM=after_$2 KILLED="" CENTRAL_FILES='boot\.scr\.uimg'
+        AFTER_VM=${AFTER_VM/-/_}
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        if [ "$2" = fallback ]; then arm_killer; fi
+        VM_QEMU=qemu-system-aarch64 boot_vm "$1-$run" "$LINUX_TIMEOUT" -machine virt \
+            "${UBOOT_ARM64_VM[@]}" -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile="
+        if [ "$2" = fallback ]; then stop_pid "$KILLER_PID"; fi
+        CENTRAL_FILES="" BOOT_DIR=""
+        note_times "$1"
+        if [ "$2" = fallback ]; then restore_killed; fi
+    done
+}
+
+case_uboot_arm64() { uboot_case uboot-arm64 least-loaded; }
+case_uboot_fallback() { uboot_case uboot-fallback fallback; }
+
 case_ovmf_fallback() {
     local run
     for ((run = 1; run <= RUNS; run++)); do
@@ -716,7 +774,15 @@ main() {
     for c in "${cases[@]}"; do
         declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]} ${EXTRA_CASES[*]})"
     done
-    if [[ " ${cases[*]} " == *" aavmf-nbp "* ]]; then
+    if [[ " ${cases[*]} " == *" uboot-"* ]]; then
+        LAB_PACKAGES+=(u-boot-qemu)
+        LAB_FILES+=("$UBOOT_ARM64")
+        # The site's DHCP server names the central and its U-Boot script to U-Boot clients
+        # (vendor class U-Boot.armv8 and the like), as the README's U-Boot section says.
+        DHCP_EXTRA=(--dhcp-vendorclass=set:uboot,U-Boot
+            "--dhcp-boot=tag:uboot,boot.scr.uimg,,$CENTRAL_IP")
+    fi
+    if [[ " ${cases[*]} " == *" aavmf-nbp "* || " ${cases[*]} " == *" uboot-"* ]]; then
         ARM64=1
         LAB_PACKAGES+=(qemu-system-arm qemu-efi-aarch64)
         LAB_FILES+=("$AAVMF_CODE" "$AAVMF_VARS")
