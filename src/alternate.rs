@@ -21,6 +21,7 @@ use sysinfo::System;
 
 use crate::config::AlternateConfig;
 use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
+use crate::formats::uboot;
 use crate::http::server::{Etags, HttpServer};
 use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
@@ -48,7 +49,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(600);
 /// Serves per-client config files: `bootherd.cfg/UUID/MAC/ARCH` answers with the first of
 /// `configs/uuid-UUID`, `configs/mac-MAC`, `configs/arch-ARCH`, `configs/default`, with
 /// `${alternate}` replaced by this alternate's id; `bootherd.ipxe/...` renders it as an iPXE
-/// script. Each one served counts as a boot started, of the bytes of the files it names.
+/// script, `bootherd.uboot/...` as a U-Boot script image. Each one served counts as a boot started, of the bytes of the files it names.
 pub struct ConfigSource {
     root: PathBuf,
     id: String,
@@ -107,9 +108,8 @@ impl ConfigSource {
 impl FileSource for ConfigSource {
     fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
         let mut parts = path.as_str().split('/');
-        let ipxe = match parts.next() {
-            Some(CONFIG_DIR) => false,
-            Some(IPXE_CONFIG_DIR) => true,
+        let dir = match parts.next() {
+            Some(dir @ (CONFIG_DIR | IPXE_CONFIG_DIR | uboot::CONFIG_DIR)) => dir,
             _ => return Err(OpenError::NotFound),
         };
         let (uuid, mac, arch) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -128,16 +128,22 @@ impl FileSource for ConfigSource {
                 OpenError::Denied("broken config file")
             })?;
             let bytes = self.boot_bytes(&config);
-            let body = if ipxe {
-                config.render_ipxe(&self.base_url)
-            } else {
-                text
+            let body = match dir {
+                IPXE_CONFIG_DIR => config.render_ipxe(&self.base_url).into_bytes(),
+                uboot::CONFIG_DIR => match uboot::render_config(&config) {
+                    Ok(script) => uboot::script_image("bootherd config", &script),
+                    Err(e) => {
+                        log::warning!("alternate: configs/{name}: for U-Boot: {e}");
+                        return Err(OpenError::Denied("config not bootable by U-Boot"));
+                    }
+                },
+                _ => text.into_bytes(),
             };
             self.boots.started.fetch_add(1, Ordering::Relaxed);
             self.boots.booked_bytes.fetch_add(bytes, Ordering::Relaxed);
             self.boots.last_boot_bytes.store(bytes, Ordering::Relaxed);
             log::info!("alternate: {client}: boot config configs/{name} (uuid {uuid}, mac {mac}, arch {arch})");
-            return Ok(Content::Bytes(body.into_bytes().into()));
+            return Ok(Content::Bytes(body.into()));
         }
         Err(OpenError::NotFound)
     }
@@ -828,7 +834,29 @@ mod tests {
             read("bootherd.ipxe/-/-/7"),
             "#!ipxe\nkernel tftp://127.0.0.17:69/k alt=alt7\nboot\n"
         );
-        assert_eq!(src.boots().started.load(Ordering::Relaxed), 4);
+        let uboot = |p: &str| match src.open(&sanitize(p).unwrap(), client) {
+            Ok(Content::Bytes(b)) => b,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(
+            uboot("bootherd.uboot/-/52:54:00:00:00:01/uboot-arm-armv8")[..],
+            uboot::script_image(
+                "bootherd config",
+                &uboot::render_config(
+                    &crate::formats::boot_config::parse("kernel mac-kernel\n").unwrap()
+                )
+                .unwrap()
+            )[..]
+        );
+        std::fs::write(configs.join("arch-22"), "kernel a;b\n").unwrap();
+        assert!(matches!(
+            src.open(
+                &sanitize("bootherd.uboot/-/-/uboot-arm-armv8").unwrap(),
+                client
+            ),
+            Err(OpenError::Denied(_))
+        ));
+        assert_eq!(src.boots().started.load(Ordering::Relaxed), 5);
         // A boot is booked with the bytes of the files its config names, as they are on disk.
         std::fs::write(root.path().join("k"), vec![0u8; 1000]).unwrap();
         read("bootherd.cfg/-/-/7");

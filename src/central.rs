@@ -13,6 +13,7 @@ use smol::net::UdpSocket;
 use crate::balance::{DropReason, Handled, Ranked, ReportEndpoint, Table};
 use crate::config::CentralConfig;
 use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
+use crate::formats::uboot;
 use crate::lifecycle::{serve_until_stopped, Control, Request};
 use crate::log;
 use crate::net::Deadline;
@@ -42,7 +43,8 @@ fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, Table> {
 /// behind one NAT, share an address.
 const REPEAT_WINDOW: Duration = Duration::from_secs(3);
 
-/// Serves the alternate list, generated from the table for each client.
+/// Serves the alternate list, generated from the table for each client: as text, as an iPXE
+/// script and as a U-Boot script image.
 struct ListSource {
     table: SharedTable,
     /// The last list handed to each client address and port, while within [`REPEAT_WINDOW`].
@@ -77,11 +79,10 @@ impl ListSource {
 
 impl FileSource for ListSource {
     fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
-        let ipxe = match path.as_str() {
-            LIST_PATH => false,
-            IPXE_LIST_PATH => true,
-            _ => return Err(OpenError::NotFound),
-        };
+        let path = path.as_str();
+        if ![LIST_PATH, IPXE_LIST_PATH, uboot::LIST_PATH].contains(&path) {
+            return Err(OpenError::NotFound);
+        }
         let ranked = self.list_for(client, Instant::now());
         let entries: Vec<AltEntry> = ranked
             .into_iter()
@@ -91,16 +92,19 @@ impl FileSource for ListSource {
                 http: r.http_addresses.iter().map(ToString::to_string).collect(),
             })
             .collect();
-        let text = if ipxe {
-            alt_list::render_ipxe(&entries, &self.backups)
-        } else {
-            alt_list::render(&entries)
+        let bytes = match path {
+            IPXE_LIST_PATH => alt_list::render_ipxe(&entries, &self.backups).into_bytes(),
+            uboot::LIST_PATH => uboot::script_image(
+                "bootherd alternate list",
+                &uboot::render_list(&entries, &self.backups),
+            ),
+            _ => alt_list::render(&entries).into_bytes(),
         };
-        Ok(Content::Bytes(text.into_bytes().into()))
+        Ok(Content::Bytes(bytes.into()))
     }
 
     fn delivered(&self, path: &str, client: SocketAddr) {
-        if path == LIST_PATH || path == IPXE_LIST_PATH {
+        if [LIST_PATH, IPXE_LIST_PATH, uboot::LIST_PATH].contains(&path) {
             lock(&self.table).confirm(Instant::now(), client);
         }
     }
@@ -461,5 +465,33 @@ mod tests {
             panic!()
         };
         assert!(script.starts_with(b"#!ipxe\n"));
+    }
+
+    #[test]
+    fn u_boot_script_is_a_list_request() {
+        let table = Arc::new(Mutex::new(Table::new(Policy::default())));
+        lock(&table)
+            .handle_report(Instant::now(), report("alt1", 1))
+            .unwrap();
+        let src = ListSource::new(table.clone(), vec!["10.0.0.2:69".into()]);
+        let client: SocketAddr = "127.0.0.1:999".parse().unwrap();
+        let path = crate::tftp::path::sanitize(uboot::LIST_PATH).unwrap();
+        let Ok(Content::Bytes(image)) = src.open(&path, client) else {
+            panic!()
+        };
+        let script = uboot::render_list(
+            &[AltEntry {
+                id: "alt1".into(),
+                addresses: vec!["127.0.0.11:6901".into()],
+            }],
+            &["10.0.0.2:69".into()],
+        );
+        assert_eq!(
+            image[..],
+            uboot::script_image("bootherd alternate list", &script)[..]
+        );
+        assert_eq!(lock(&table).status(Instant::now())[0].promised, 1);
+        src.delivered(uboot::LIST_PATH, client);
+        assert_eq!(lock(&table).status(Instant::now())[0].promised, 1);
     }
 }

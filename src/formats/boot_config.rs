@@ -13,8 +13,12 @@
 //! kernel boot/vmlinuz sha256=9f86d0...   # the kernel (optional sha256 is checked by clients)
 //! initrd boot/initrd.img                  # any number of initrds, in order
 //! file boot/extra.bin                     # other files to fetch
+//! fdt boot/board.dtb addr=0x48000000      # U-Boot: a device tree (UEFI clients fetch, not use)
 //! cmdline console=ttyS0 bootherd.alt=${alternate}
 //! ```
+//!
+//! `addr=0xHEX` on the kernel, the first initrd or the fdt is where U-Boot loads it (by default
+//! its `kernel_addr_r`, `ramdisk_addr_r`, `fdt_addr_r`); other clients ignore it.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -31,6 +35,8 @@ pub struct BootFile {
     pub path: String,
     /// Expected SHA-256, when given.
     pub sha256: Option<[u8; 32]>,
+    /// Load address for U-Boot, when given (`addr=0x...`).
+    pub addr: Option<u64>,
 }
 
 /// A parsed config.
@@ -42,14 +48,20 @@ pub struct BootConfig {
     pub initrds: Vec<BootFile>,
     /// Other files.
     pub files: Vec<BootFile>,
+    /// A device tree for U-Boot boards (UEFI firmware brings its own).
+    pub fdt: Option<BootFile>,
     /// Kernel command line.
     pub cmdline: String,
 }
 
 impl BootConfig {
-    /// Every file to fetch: kernel, initrds, others.
+    /// Every file to fetch: kernel, initrds, others, device tree.
     pub fn all_files(&self) -> impl Iterator<Item = &BootFile> {
-        self.kernel.iter().chain(&self.initrds).chain(&self.files)
+        self.kernel
+            .iter()
+            .chain(&self.initrds)
+            .chain(&self.files)
+            .chain(&self.fdt)
     }
 
     /// Renders as an iPXE script that boots the kernel. Each initrd is also named on the
@@ -129,7 +141,8 @@ pub fn lookup_order(uuid: &str, mac: &str, arch: &str) -> Vec<String> {
 
 /// The PXE architecture number (option 93) for what a client calls itself: a number already
 /// (the NBP), or iPXE's `${platform}-${buildarch}` (`pcbios-i386`, `efi-x86_64`, `efi-arm64`),
-/// so that one `arch-7` file serves both the NBP and iPXE on UEFI x64.
+/// so that one `arch-7` file serves both the NBP and iPXE on UEFI x64; U-Boot's
+/// `uboot-${arch}-${cpu}` reads `arch-22` (arm64) or `arch-21` (32-bit ARM).
 fn pxe_arch(arch: &str) -> &str {
     match arch {
         a if a.starts_with("pcbios-") => "0",
@@ -137,6 +150,9 @@ fn pxe_arch(arch: &str) -> &str {
         "efi-x86_64" => "7",
         "efi-arm32" => "10",
         "efi-arm64" => "11",
+        // The U-Boot list script's `uboot-${arch}-${cpu}`: U-Boot's own option 93 numbers.
+        "uboot-arm-armv8" => "22",
+        a if a.starts_with("uboot-arm-") => "21",
         other => other,
     }
 }
@@ -154,23 +170,40 @@ pub fn parse(text: &str) -> Result<BootConfig, String> {
         let rest = rest.trim();
         match word {
             "cmdline" => config.cmdline = String::from(rest),
-            "kernel" | "initrd" | "file" => {
+            "kernel" | "initrd" | "file" | "fdt" => {
                 let mut parts = rest.split_whitespace();
                 let path = parts.next().ok_or_else(|| err("missing path"))?;
                 let mut file = BootFile {
                     path: String::from(path),
                     sha256: None,
+                    addr: None,
                 };
                 for extra in parts {
-                    let hex = extra
-                        .strip_prefix("sha256=")
-                        .ok_or_else(|| err("unknown attribute (want sha256=HEX)"))?;
-                    file.sha256 =
-                        Some(parse_sha256(hex).ok_or_else(|| err("sha256 needs 64 hex digits"))?);
+                    if let Some(hex) = extra.strip_prefix("sha256=") {
+                        file.sha256 = Some(
+                            parse_sha256(hex).ok_or_else(|| err("sha256 needs 64 hex digits"))?,
+                        );
+                    } else if let Some(addr) = extra.strip_prefix("addr=") {
+                        file.addr = Some(parse_addr(addr).ok_or_else(|| {
+                            err("addr needs 0x and up to 16 hex digits (addr=0x48000000)")
+                        })?);
+                    } else {
+                        return Err(err("unknown attribute (want sha256=HEX or addr=0xHEX)"));
+                    }
+                }
+                // Initrds are loaded one after another, files are not loaded by U-Boot.
+                if file.addr.is_some()
+                    && (word == "file" || (word == "initrd" && !config.initrds.is_empty()))
+                {
+                    return Err(err(
+                        "addr= only on the kernel, the first initrd and the fdt",
+                    ));
                 }
                 match word {
                     "kernel" if config.kernel.is_some() => return Err(err("second kernel")),
                     "kernel" => config.kernel = Some(file),
+                    "fdt" if config.fdt.is_some() => return Err(err("second fdt")),
+                    "fdt" => config.fdt = Some(file),
                     "initrd" => config.initrds.push(file),
                     _ => config.files.push(file),
                 }
@@ -182,6 +215,15 @@ pub fn parse(text: &str) -> Result<BootConfig, String> {
         return Err(String::from("no kernel and no file"));
     }
     Ok(config)
+}
+
+/// `0x` and 1 to 16 hex digits.
+fn parse_addr(text: &str) -> Option<u64> {
+    let hex = text.strip_prefix("0x")?;
+    if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
@@ -227,9 +269,52 @@ mod tests {
             ("kernel a sha256=12\n", "line 1: sha256 needs 64 hex digits"),
             (
                 "kernel a md5=12\n",
-                "line 1: unknown attribute (want sha256=HEX)",
+                "line 1: unknown attribute (want sha256=HEX or addr=0xHEX)",
             ),
             ("cmdline x\n", "no kernel and no file"),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn device_tree_and_load_addresses_for_u_boot() {
+        let c = parse(
+            "kernel k addr=0x40400000\ninitrd a addr=0x44000000\ninitrd b\nfdt d.dtb addr=0xffffffffffffffff\n",
+        )
+        .unwrap();
+        assert_eq!(c.kernel.as_ref().unwrap().addr, Some(0x4040_0000));
+        assert_eq!(c.initrds[0].addr, Some(0x4400_0000));
+        assert_eq!(c.initrds[1].addr, None);
+        let fdt = c.fdt.as_ref().unwrap();
+        assert_eq!((fdt.path.as_str(), fdt.addr), ("d.dtb", Some(u64::MAX)));
+        let all: Vec<&str> = c.all_files().map(|f| f.path.as_str()).collect();
+        assert_eq!(all, ["k", "a", "b", "d.dtb"]);
+        // Configs without them read as before.
+        assert_eq!(parse(SAMPLE).unwrap().fdt, None);
+        for (text, want) in [
+            ("kernel k\nfdt a\nfdt b\n", "line 3: second fdt"),
+            (
+                "kernel k\ninitrd a\ninitrd b addr=0x1\n",
+                "line 3: addr= only on the kernel, the first initrd and the fdt",
+            ),
+            (
+                "file f addr=0x1\n",
+                "line 1: addr= only on the kernel, the first initrd and the fdt",
+            ),
+            (
+                "kernel k addr=40400000\n",
+                "line 1: addr needs 0x and up to 16 hex digits (addr=0x48000000)",
+            ),
+            (
+                "kernel k addr=0x+1\n",
+                "line 1: addr needs 0x and up to 16 hex digits (addr=0x48000000)",
+            ),
+            (
+                "kernel k addr=0x10000000000000000\n",
+                "line 1: addr needs 0x and up to 16 hex digits (addr=0x48000000)",
+            ),
+            ("fdt\n", "line 1: missing path"),
         ] {
             assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
         }
@@ -255,6 +340,9 @@ mod tests {
             ("pcbios-i386", "0"),
             ("efi-x86_64", "7"),
             ("EFI-ARM64", "11"),
+            ("uboot-arm-armv8", "22"),
+            ("uboot-arm-armv7", "21"),
+            ("uboot-riscv-generic", "uboot-riscv-generic"),
         ] {
             assert_eq!(
                 lookup_order("-", "-", ipxe)[0],

@@ -15,6 +15,8 @@
 //!   echoes "HTTPClient" and has a URL with an IP address in the file field (EDK2's "proxy
 //!   offer with IP URI"), next to the DHCP server's offer: it gets the URL of
 //!   `boot_http_x64`/`boot_http_arm64` on the best alternate that serves HTTP.
+//! - U-Boot (option 94 UNDI 0.0) is not answered: it takes no offer without an address and
+//!   cannot run the NBP ([`U_BOOT_NOT_ANSWERED`]); it boots the central's `boot.scr.uimg`.
 //!
 //! Requests without option 60 "PXEClient" or "HTTPClient" are never answered: the site's DHCP
 //! service is untouched. Replies carry no address (`yiaddr` 0), option 53 first, then 54, 60, 97, 43,
@@ -232,6 +234,9 @@ pub fn respond_with(
     };
     let ipxe = matches!(opts.get(OptionCode::UserClass), Some(DhcpOption::UserClass(u)) if u.windows(4).any(|w| w == b"iPXE"))
         || opts.get(OptionCode::Unknown(175)).is_some();
+    if !ipxe && is_u_boot(opts) {
+        return ignore(U_BOOT_NOT_ANSWERED);
+    }
     let uuid_option = match opts.get(OptionCode::ClientMachineIdentifier) {
         Some(DhcpOption::ClientMachineIdentifier(id)) => Some(id.clone()),
         _ => None,
@@ -467,6 +472,23 @@ fn build_reply(
         out.resize(MIN_REPLY_LEN, 0);
     }
     Ok(out)
+}
+
+/// Why U-Boot's `PXEClient` request (distro boot's second DHCP round, `bootefi` of the boot
+/// file) gets no answer: U-Boot drops every offer without an address (builds with
+/// `CONFIG_SERVERIP_FROM_PROXYDHCP` take only `siaddr` and the file from it), and its UEFI has no
+/// TFTP for the NBP (no MTFTPv4, Base Code `Mtftp()` unsupported), so an answer could only
+/// replace the site's boot file with one that fails.
+pub const U_BOOT_NOT_ANSWERED: &str = "U-Boot (option 94 UNDI 0.0): its UEFI cannot run the NBP; \
+     it boots through boot.scr.uimg when the site's DHCP server names this central (README, U-Boot)";
+
+/// U-Boot, whatever its option 60 says: its option 94 is always UNDI 0.0 (it has no UNDI),
+/// where PXE firmware says 2.1 or 3.x.
+fn is_u_boot(opts: &dhcproto::v4::DhcpOptions) -> bool {
+    matches!(
+        opts.get(OptionCode::ClientNetworkInterface),
+        Some(DhcpOption::ClientNetworkInterface(1, 0, 0))
+    )
 }
 
 /// `PXEClient:Arch:00007:UNDI:003000` → 7.

@@ -43,6 +43,14 @@
 #   aavmf-nbp     AAVMF (qemu-system-aarch64 virt, TCG) with the aarch64 Rust NBP: Debian's arm64
 #                 kernel and busybox (from the arm64 archive: dpkg --add-architecture arm64)
 #                 served as arm64/ on the alternates, with configs/arch-11
+#   uboot-arm64   Debian's U-Boot for qemu_arm64 (u-boot-qemu) on virt, its stock distro boot:
+#                 dnsmasq names the central and boot.scr.uimg to vendor class U-Boot*, the
+#                 central's generated script sends it to the list's first alternate, whose
+#                 per-client script (configs/arch-22: the arm64 set plus the virt machine's
+#                 device tree, dumped from QEMU, at addr=0x48000000) boots it with booti
+#   uboot-fallback  the same with the list's first alternate killed as the script goes out
+#   uboot-arm32   Debian's U-Boot for qemu_arm (cortex-a15): Debian's armmp kernel (bootz) and
+#                 armhf busybox as armhf/, configs/arch-21, U-Boot's own device tree
 # The central serves the client nothing over TFTP but its NBP and list (iPXE:
 # bootherd/alternates.ipxe; UEFI: bootherd-x64.efi and bootherd/alternates.txt). Each case runs
 # BH_E2E_RUNS times (3) and prints the median seconds from VM start to the marker.
@@ -60,7 +68,7 @@ CACHE=/var/cache/bootherd-e2e
 RUNS=${BH_E2E_RUNS:-3}
 LINUX_TIMEOUT=${BH_E2E_LINUX_TIMEOUT:-300}
 ALL_CASES=(least-loaded fallback ovmf-nbp ovmf-fallback ovmf-corrupt aavmf-nbp ovmf-central-dies
-    http-least-loaded http-fallback ovmf-http)
+    http-least-loaded http-fallback ovmf-http uboot-arm64 uboot-fallback uboot-arm32)
 # Only when asked for: it builds iPXE from a source tree (BH_E2E_IPXE_SRC) or GitHub.
 EXTRA_CASES=(ipxe-efi-corrupt)
 NBP_FILES='bootherd-x64\.efi|bootherd/alternates\.txt' # what a UEFI client gets from the central
@@ -70,11 +78,17 @@ NBP=$REPO/nbp/target/x86_64-unknown-uefi/release/bootherd-nbp.efi
 NBP_AA64=$REPO/nbp/target/aarch64-unknown-uefi/release/bootherd-nbp.efi
 AAVMF_CODE=/usr/share/AAVMF/AAVMF_CODE.fd
 AAVMF_VARS=/usr/share/AAVMF/AAVMF_VARS.fd
-ARM64=0     # 1 when the aavmf-nbp case runs: arm64 boot set, NBP and firmware
+ARM64=0     # 1 when an arm64 case runs (aavmf-nbp, uboot-*): arm64 boot set, NBP, firmware
+ARMHF=0     # 1 when uboot-arm32 runs: the armhf boot set
 BOOT_DIR="" # where the client's boot files are on the alternates ("arm64/" for AAVMF)
 LAB_PACKAGES+=(busybox-static ovmf)
 LAB_FILES+=(/bin/busybox "$OVMF_CODE" "$OVMF_VARS")
 
+UBOOT_ARM64=/usr/lib/u-boot/qemu_arm64/u-boot.bin # Debian's u-boot-qemu
+UBOOT_ARM32=/usr/lib/u-boot/qemu_arm/u-boot.bin
+# The U-Boot VM beside -machine virt (the device tree depends on all of it: with firmware, virt
+# has no pl061 GPIO for Linux, so a tree dumped without -bios makes the kernel crash).
+UBOOT_ARM64_VM=(-cpu cortex-a57 -m 1024 -bios "$UBOOT_ARM64")
 ALTS=(alt1 alt2 alt3)
 declare -A ALT_ADDRESS=([alt1]=10.77.0.11 [alt2]=10.77.0.12 [alt3]=10.77.0.13)
 declare -A ALT_CAPACITY=([alt1]=16000000 [alt2]=10000000 [alt3]=6000000)
@@ -90,18 +104,19 @@ IPXE2_EFI=$CACHE/ipxe-$IPXE2_TAG-snponly-x86_64.efi
 # ---------------------------------------------------------------------------------------------
 # The boot set
 
-# The kernel package linux-image-ARCH depends on now.
+# The kernel package linux-image-FLAVOUR (of Debian architecture ARCH) depends on now.
 kernel_package() {
-    apt-cache depends "linux-image-$1:$1" 2>/dev/null |
-        awk -v a="$1" '$1 == "Depends:" && $2 ~ "^linux-image-.*-" a "(:" a ")?$" { sub(/:.*/, "", $2); print $2; exit }'
+    apt-cache depends "linux-image-$2:$1" 2>/dev/null |
+        awk -v a="$1" -v f="$2" '$1 == "Depends:" && $2 ~ "^linux-image-.*-" f "(:" a ")?$" { sub(/:.*/, "", $2); print $2; exit }'
 }
 
-# The current Debian kernel for ARCH (amd64 or arm64), from the cache or downloaded once with
-# apt-get; prints its path.
+# The current Debian kernel for ARCH (amd64, arm64; armhf's flavour is armmp), from the cache
+# or downloaded once with apt-get; prints its path.
 kernel_image() {
     local arch=$1 pkg="" tmp cached
+    local flavour=${arch/armhf/armmp}
     mkdir -p "$CACHE"
-    pkg=$(kernel_package "$arch") || true
+    pkg=$(kernel_package "$arch" "$flavour") || true
     if [ -n "$pkg" ] && [ -s "$CACHE/vmlinuz-${pkg#linux-image-}" ]; then
         echo "$CACHE/vmlinuz-${pkg#linux-image-}"
         return
@@ -111,7 +126,7 @@ kernel_image() {
     if [ -z "$pkg" ] || ! (cd "$tmp" && apt-get download -qq "$pkg" >&2); then
         # Stale package lists name a kernel the mirror no longer has: refresh once.
         "$(dirname "${BASH_SOURCE[0]}")/../../.ci/apt-update" >&2
-        pkg=$(kernel_package "$arch") || true
+        pkg=$(kernel_package "$arch" "$flavour") || true
         [ -n "$pkg" ] && (cd "$tmp" && apt-get download -qq "$pkg" >&2) || pkg=""
     fi
     if [ -n "$pkg" ]; then
@@ -121,8 +136,8 @@ kernel_image() {
     fi
     rm -rf "$tmp"
     # Offline: the newest kernel cached by an earlier run.
-    cached=$(find "$CACHE" -maxdepth 1 -name "vmlinuz-*-$arch" -size +1M | sort -V | tail -n 1)
-    [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-$arch failed and $CACHE is empty"
+    cached=$(find "$CACHE" -maxdepth 1 -name "vmlinuz-*-$flavour" -size +1M | sort -V | tail -n 1)
+    [ -n "$cached" ] || die "no Debian kernel: apt-get download linux-image-*-$flavour failed and $CACHE is empty"
     echo "$cached"
 }
 
@@ -174,21 +189,42 @@ EOF
     (cd "$dir" && find . | /bin/busybox cpio -o -H newc 2>/dev/null) | gzip -9 >"$1"
 }
 
-# Debian's static busybox for arm64, from the cache or downloaded once; prints its path.
-arm64_busybox() {
+# Debian's static busybox for ARCH (arm64, armhf), from the cache or downloaded once; prints
+# its path.
+foreign_busybox() {
     local tmp
-    if [ ! -s "$CACHE/busybox-arm64" ]; then
+    if [ ! -s "$CACHE/busybox-$1" ]; then
         tmp=$(mktemp -d /tmp/bh-e2e-busybox.XXXXXX)
         chown _apt "$tmp" 2>/dev/null || true
-        (cd "$tmp" && apt-get download -qq busybox-static:arm64 >&2) || die "apt-get download busybox-static:arm64"
-        dpkg-deb -x "$tmp"/busybox-static_*_arm64.deb "$tmp/x"
-        cp "$tmp/x/bin/busybox" "$CACHE/busybox-arm64"
+        (cd "$tmp" && apt-get download -qq "busybox-static:$1" >&2) || die "apt-get download busybox-static:$1"
+        dpkg-deb -x "$tmp"/busybox-static_*_"$1".deb "$tmp/x"
+        cp "$tmp/x/bin/busybox" "$CACHE/busybox-$1"
         rm -rf "$tmp"
     fi
-    echo "$CACHE/busybox-arm64"
+    echo "$CACHE/busybox-$1"
 }
 
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# foreign_files ARCH: ARCH/vmlinuz and ARCH/initrd.img in the boot set: Debian's kernel and
+# busybox for that architecture (arm64, armhf).
+foreign_files() {
+    mkdir -p "$WORK/bootset/$1"
+    cp "$(kernel_image "$1")" "$WORK/bootset/$1/vmlinuz"
+    build_initrd "$WORK/bootset/$1/initrd.img" "$(foreign_busybox "$1")"
+}
+
+# foreign_config ARCH NAME [LINE...]: configs/NAME booting ARCH/'s files (with their SHA-256) on
+# the serial console ttyAMA0, with LINEs added.
+foreign_config() {
+    local dir=$WORK/bootset/$1 name=$2
+    shift 2
+    # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
+    printf '%s\n' "kernel ${dir##*/}/vmlinuz sha256=$(sha256 "$dir/vmlinuz")" \
+        "initrd ${dir##*/}/initrd.img sha256=$(sha256 "$dir/initrd.img")" "$@" \
+        'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' \
+        >"$WORK/bootset/configs/$name"
+}
 
 # $WORK/bootset: vmlinuz, initrd.img, configs/default (with every file's SHA-256: the NBP
 # checks them), and the ballast the busy loops fetch (sparse); every alternate's root is a
@@ -205,13 +241,18 @@ make_boot_set() {
         "initrd initrd.img sha256=$(sha256 "$set/initrd.img")" \
         'cmdline console=ttyS0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/default"
     if [ "$ARM64" = 1 ]; then # arm64/: Debian's arm64 kernel and busybox, for AAVMF clients
-        mkdir -p "$set/arm64"
-        cp "$(kernel_image arm64)" "$set/arm64/vmlinuz"
-        build_initrd "$set/arm64/initrd.img" "$(arm64_busybox)"
-        # shellcheck disable=SC2016 # ${alternate} is for the alternate to fill in
-        printf '%s\n' "kernel arm64/vmlinuz sha256=$(sha256 "$set/arm64/vmlinuz")" \
-            "initrd arm64/initrd.img sha256=$(sha256 "$set/arm64/initrd.img")" \
-            'cmdline console=ttyAMA0 bootherd.alt=${alternate} quiet panic=-1' >"$set/configs/arch-11"
+        foreign_files arm64
+        foreign_config arm64 arch-11
+        # U-Boot arm64 boards (arch-22): the same, plus the device tree of QEMU's virt machine
+        # as the U-Boot VM gets it, loaded where the config says (qemu_arm64 has no fdt_addr_r).
+        qemu-system-aarch64 -nodefaults -machine "virt,dumpdtb=$set/arm64/virt.dtb" \
+            "${UBOOT_ARM64_VM[@]}" >/dev/null 2>&1 || die "cannot dump the virt machine's device tree"
+        foreign_config arm64 arch-22 \
+            "fdt arm64/virt.dtb addr=0x48000000 sha256=$(sha256 "$set/arm64/virt.dtb")"
+    fi
+    if [ "$ARMHF" = 1 ]; then # armhf/: Debian's armmp kernel (a zImage) and busybox, for U-Boot
+        foreign_files armhf
+        foreign_config armhf arch-21
     fi
     BOOT_BYTES=$(($(stat -c %s "$set/vmlinuz") + $(stat -c %s "$set/initrd.img")))
     say "boot set: $(basename "$kernel") ($(stat -c %s "$set/vmlinuz") bytes), initrd.img" \
@@ -310,7 +351,7 @@ check_common() {
     local ip=$1 list=$2 booted=$3 allowed=${4:-bootherd/alternates\.ipxe} lines bad ok=0
     lines=$(source_text central | grep -E "tftp: $CLIENT_PEER: " || true)
     bad=$(grep -Ev ": ($allowed) |: (sent|sending) ($allowed) " <<<"$lines" || true)
-    if [ -z "$bad" ] && grep -q ': sent bootherd/alternates\.' <<<"$lines"; then ok=1; fi
+    if [ -z "$bad" ] && grep -Eq ': sent (bootherd/alternates\.|boot\.scr\.uimg )' <<<"$lines"; then ok=1; fi
     check_line "$ok" "central: sent the client its NBP and list and nothing else over TFTP" || {
         printf '     %s\n' "$bad"
         return 1
@@ -545,6 +586,60 @@ case_aavmf_nbp() {
         note_times aavmf-nbp
     done
 }
+
+# expect_uboot_boot least-loaded|fallback ARCH: the expectations of U-Boot's network boot
+# (distro boot's `dhcp ${scriptaddr} boot.scr.uimg`): the central's generated script, then the
+# per-client script (configs/arch-ARCH: 22 arm64, with a device tree; 21 32-bit ARM) and boot
+# files from an alternate (fallback: past the dead first one).
+expect_uboot_boot() {
+    reset_expectations
+    EXP_MAIN_WHAT="marker"
+    expect "central: logged the client's list" central "$LIST_RE"
+    expect "central: TFTP sent boot.scr.uimg" central "tftp: $CLIENT_PEER: sent boot\.scr\.uimg "
+    expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at "
+    if [ "$1" = fallback ]; then
+        expect "serial: the first alternate did not answer" serial \
+            "bootherd: [a-z0-9]+ at [0-9.:]+ did not boot"
+    fi
+    expect_alternate_side "$2"
+    if [ "$2" = 22 ]; then
+        expect "an alternate: sent the device tree ${BOOT_DIR}virt.dtb" alternates \
+            "tftp: $CLIENT_PEER: sent ${BOOT_DIR}virt\.dtb "
+    fi
+    expect "serial: the per-client script started the kernel" serial \
+        "bootherd: starting ${BOOT_DIR}vmlinuz"
+    MARKER_I=${#EXP_LABEL[@]}
+    expect_main "serial: the kernel's /init printed the marker" serial "$MARKER booted-from=[a-z0-9]+"
+}
+
+# uboot_case NAME least-loaded|fallback arm64|armhf: RUNS boots of Debian's U-Boot for
+# qemu_arm64 or qemu_arm.
+uboot_case() {
+    local run vm
+    if [ "$3" = arm64 ]; then
+        vm=(qemu-system-aarch64 -machine virt "${UBOOT_ARM64_VM[@]}")
+    else
+        vm=(qemu-system-arm -machine virt -cpu cortex-a15 -m 1024 -bios "$UBOOT_ARM32")
+    fi
+    for ((run = 1; run <= RUNS; run++)); do
+        BOOT_DIR=$3/
+        expect_uboot_boot "$2" "$([ "$3" = arm64 ] && echo 22 || echo 21)"
+        AFTER_VM=after_$2 KILLED="" CENTRAL_FILES='boot\.scr\.uimg'
+        AFTER_VM=${AFTER_VM/-/_}
+        wait_for "lab settled ($BUSY busy and last, every alternate ranked)" 60 - lab_settled
+        if [ "$2" = fallback ]; then arm_killer; fi
+        VM_QEMU=${vm[0]} boot_vm "$1-$run" "$LINUX_TIMEOUT" "${vm[@]:1}" \
+            -device "virtio-net-pci,netdev=net0,mac=$CLIENT_MAC,romfile="
+        if [ "$2" = fallback ]; then stop_pid "$KILLER_PID"; fi
+        CENTRAL_FILES="" BOOT_DIR=""
+        note_times "$1"
+        if [ "$2" = fallback ]; then restore_killed; fi
+    done
+}
+
+case_uboot_arm64() { uboot_case uboot-arm64 least-loaded arm64; }
+case_uboot_fallback() { uboot_case uboot-fallback fallback arm64; }
+case_uboot_arm32() { uboot_case uboot-arm32 least-loaded armhf; }
 
 case_ovmf_fallback() {
     local run
@@ -836,7 +931,23 @@ main() {
     for c in "${cases[@]}"; do
         declare -F "case_${c//-/_}" >/dev/null || die "unknown case $c (cases: ${ALL_CASES[*]} ${EXTRA_CASES[*]})"
     done
-    if [[ " ${cases[*]} " == *" aavmf-nbp "* ]]; then
+    if [[ " ${cases[*]} " == *" uboot-"* ]]; then
+        LAB_PACKAGES+=(u-boot-qemu)
+        LAB_FILES+=("$UBOOT_ARM64" "$UBOOT_ARM32")
+        # The site's DHCP server names the central and its U-Boot script to U-Boot clients
+        # (vendor class U-Boot.armv8 and the like), as the README's U-Boot section says.
+        DHCP_EXTRA=(--dhcp-vendorclass=set:uboot,U-Boot
+            "--dhcp-boot=tag:uboot,boot.scr.uimg,,$CENTRAL_IP")
+    fi
+    if [[ " ${cases[*]} " == *" uboot-arm32 "* ]]; then
+        ARMHF=1
+        # Debian's armhf kernel and busybox come from the armhf archive.
+        if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+            dpkg --add-architecture armhf
+            apt-get update -qq
+        fi
+    fi
+    if [[ " ${cases[*]} " =~ \ (aavmf-nbp|uboot-arm64|uboot-fallback)\  ]]; then
         ARM64=1
         LAB_PACKAGES+=(qemu-system-arm qemu-efi-aarch64)
         LAB_FILES+=("$AAVMF_CODE" "$AAVMF_VARS")

@@ -160,6 +160,8 @@ start_capture() {
     wait_for "tcpdump" 10 "$WORK/tcpdump.log" 'listening on'
 }
 
+# DHCP_EXTRA: more dnsmasq options (the U-Boot cases name the central and boot.scr.uimg).
+DHCP_EXTRA=()
 start_dhcp() {
     attach_host "$NS_DHCP" "$DHCP_IF" "$DHCP_IP"
     ip -n "$NS_DHCP" addr add "$DHCP_IP6" dev "$DHCP_IF" nodad
@@ -169,7 +171,7 @@ start_dhcp() {
         --interface="$DHCP_IF" --bind-interfaces --log-facility=- --log-dhcp \
         --dhcp-authoritative --dhcp-leasefile="$WORK/dnsmasq.leases" \
         --dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h --dhcp-option=option:router \
-        --enable-ra --dhcp-range=::,constructor:"$DHCP_IF",ra-only
+        --enable-ra --dhcp-range=::,constructor:"$DHCP_IF",ra-only ${DHCP_EXTRA[@]+"${DHCP_EXTRA[@]}"}
     wait_for "dnsmasq" 10 "$WORK/dnsmasq.log" 'DHCP, IP range'
 }
 

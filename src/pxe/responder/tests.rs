@@ -27,6 +27,12 @@ const OVMF_MENU_ITEM_4011: &[u8] =
 const AAVMF_DISCOVER: &[u8] = include_bytes!("../fixtures/aavmf-arm64-virtio-1-discover-to67.bin");
 const AAVMF_REQUEST_4011: &[u8] =
     include_bytes!("../fixtures/aavmf-arm64-virtio-3-request-to4011.bin");
+const UBOOT_DISCOVER: &[u8] = include_bytes!("../fixtures/uboot-arm64-virtio-1-discover-to67.bin");
+const UBOOT_REQUEST_67: &[u8] = include_bytes!("../fixtures/uboot-arm64-virtio-2-request-to67.bin");
+const UBOOT_PXE_DISCOVER: &[u8] =
+    include_bytes!("../fixtures/uboot-arm64-virtio-3-discover-to67.bin");
+const UBOOT_PXE_REQUEST_67: &[u8] =
+    include_bytes!("../fixtures/uboot-arm64-virtio-4-request-to67.bin");
 
 fn broadcast_client() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 68))
@@ -213,6 +219,42 @@ fn aavmf_gets_the_arm64_program() {
         SocketAddr::from((CLIENT_IP, 4011)),
     );
     assert_eq!(ack.bootp_file(), "bootherd-aa64.efi");
+}
+
+#[test]
+fn u_boot_is_left_to_the_site_dhcp_server() {
+    let menu = PxeConfig {
+        menu: Some("m".into()),
+        ..PxeConfig::default()
+    };
+    for config in [PxeConfig::default(), menu] {
+        // Its own DHCP (option 60 U-Boot.armv8, option 93 22), then distro boot's EFI round
+        // (option 60 PXEClient:Arch:00011, option 93 11): neither is answered.
+        for request in [UBOOT_DISCOVER, UBOOT_REQUEST_67] {
+            assert_eq!(
+                ignored(&config, Service::Proxy, request),
+                "no option 60 PXEClient: not a PXE client"
+            );
+        }
+        assert_eq!(
+            ignored(&config, Service::Proxy, UBOOT_PXE_DISCOVER),
+            U_BOOT_NOT_ANSWERED
+        );
+        assert_eq!(
+            ignored(&config, Service::Proxy, UBOOT_PXE_REQUEST_67),
+            "DHCPREQUEST for another server"
+        );
+    }
+    // The same request with a PXE ROM's option 94 is a UEFI client's, and gets the NBP.
+    let as_firmware = edit_option(UBOOT_PXE_DISCOVER, 94, Some(&[1, 3, 0]));
+    let offer = reply(
+        &PxeConfig::default(),
+        Service::Proxy,
+        &as_firmware,
+        broadcast_client(),
+    );
+    assert_eq!(offer.bootp_file(), "bootherd-aa64.efi");
+    assert_eq!(offer.client.arch, 11);
 }
 
 #[test]
@@ -428,6 +470,7 @@ fn hostile_packets_are_dropped_without_panicking() {
         IPXE_MENU_REQUEST_4011,
         OVMF_MENU_ITEM_4011,
         AAVMF_DISCOVER,
+        UBOOT_PXE_DISCOVER,
     ] {
         for n in 0..request.len() {
             for service in [Service::Proxy, Service::Discovery] {
