@@ -394,16 +394,20 @@ impl Alternate {
                 .await
                 .map(|_| ())
         };
-        let observe = || Observed {
-            totals: progress.totals(),
-            // HTTP transfers waiting for their sockets: the link, not the clients, limits.
-            paced_ns: held
-                .as_ref()
-                .map_or(0, |h| h.total(Instant::now()).as_nanos() as u64),
-            boots_started: boots.started.load(Ordering::Relaxed),
-            booked_bytes: boots.booked_bytes.load(Ordering::Relaxed),
-            boot_bytes: boots.last_boot_bytes.load(Ordering::Relaxed),
-            cpu: process_cpu_time(),
+        let observe = || {
+            let mut totals = progress.totals();
+            // HTTP transfers waiting for their sockets count as held back: the link, not the
+            // clients, limits them.
+            if let Some(held) = &held {
+                totals.pacer_held_ns += held.total(Instant::now()).as_nanos() as u64;
+            }
+            Observed {
+                totals,
+                boots_started: boots.started.load(Ordering::Relaxed),
+                booked_bytes: boots.booked_bytes.load(Ordering::Relaxed),
+                boot_bytes: boots.last_boot_bytes.load(Ordering::Relaxed),
+                cpu: process_cpu_time(),
+            }
         };
         let monitor_loop = async {
             let mut system = SystemSampler::new();

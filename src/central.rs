@@ -483,6 +483,7 @@ mod tests {
             &[AltEntry {
                 id: "alt1".into(),
                 addresses: vec!["127.0.0.11:6901".into()],
+                http: Vec::new(),
             }],
             &["10.0.0.2:69".into()],
         );

@@ -302,6 +302,7 @@ mod tests {
             AltEntry {
                 id: "alt2".into(),
                 addresses: vec!["10.0.0.12:69".into()],
+                http: Vec::new(),
             },
             AltEntry {
                 id: "alt1".into(),
@@ -310,6 +311,7 @@ mod tests {
                     "[fd00::11]:69".into(),
                     "192.168.5.11:6901".into(),
                 ],
+                http: Vec::new(),
             },
         ]
     }
@@ -393,6 +395,7 @@ false
         let hostile = [AltEntry {
             id: "a;reset;${x}\"".into(),
             addresses: vec!["10.0.0.1:69".into(), "host;reset".into()],
+            http: Vec::new(),
         }];
         let script = render_list(&hostile, &["not an address".into()]);
         assert!(script.contains("echo bootherd: trying a_reset___x__ at 10.0.0.1:69\n"));

@@ -4,7 +4,8 @@
 //! or an SD card. So the alternate measures it. Time is cut into one-second epochs; an epoch in
 //! which transfers were active for at least half of it gives a sample, the bytes the clients
 //! acknowledged per second of activity. A sample is *backlogged* when the alternate had more to
-//! send than got through: a transfer cut its window for loss, the pacer held sends back, or the
+//! send than got through: a transfer cut its window for loss, round trips grew well above the
+//! shortest seen (a standing queue ahead of the link), the pacer held sends back, or the
 //! process used a whole core with two or more transfers running. Only then does the sample say
 //! what the bottleneck delivers; otherwise the clients asked for less than it can carry.
 //!
@@ -15,6 +16,9 @@
 //!   really slowed down is followed within seconds.
 //! - Before any backlogged sample the estimate is a prior: the network interface's speed, or a
 //!   default. The configured link capacity, when there is one, is only a cap.
+//! - Once [`PACE_AFTER`] of evidence is behind the estimate, the alternate paces all its
+//!   transfers at a quarter above it ([`CapacityEstimator::pacing_rate`]): its queue stays short,
+//!   and a link faster than learned still shows.
 //! - What was learned is kept across restarts ([`SavedCapacity`]); the seconds of evidence
 //!   behind it halve every [`EVIDENCE_HALF_LIFE`] of wall-clock time while it rests.
 
@@ -38,6 +42,10 @@ const MIN_RTT_SAMPLES: u64 = 8;
 /// Pacing runs this much (per mille) above the estimate, so that a link faster than learned
 /// shows it: samples above the estimate raise it.
 const PACING_GAIN_PERMILLE: u64 = 1250;
+/// Evidence an estimate needs before it paces the transfers. The first seconds of a storm
+/// measure windows still opening: pacing at that figure held a cold alternate at half its link
+/// for ten seconds in the storm lab, while a long history is the link's.
+pub const PACE_AFTER: Duration = Duration::from_secs(30);
 
 /// Cumulative counters of the alternate's TFTP server and process, sampled by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,9 +145,11 @@ impl CapacityEstimator {
     }
 
     /// The rate to pace all transfers at: a little above the learned capacity, so that a
-    /// faster link shows; `None` (unpaced) while nothing is learned.
+    /// faster link shows; `None` (unpaced) until [`PACE_AFTER`] of evidence is behind it.
     pub fn pacing_rate(&self) -> Option<u64> {
-        self.learned?;
+        if self.learned?.evidence < PACE_AFTER {
+            return None;
+        }
         Some(
             (u128::from(self.capacity()) * u128::from(PACING_GAIN_PERMILLE) / 1000)
                 .min(u128::from(u64::MAX)) as u64,
@@ -316,6 +326,10 @@ mod tests {
         assert_eq!(e.capacity(), 1250 * MB);
         e.learn(backlogged(25 * MB));
         assert_eq!((e.capacity(), e.evidence()), (25 * MB, EPOCH));
+        assert_eq!(e.pacing_rate(), None, "a second is not enough to pace at");
+        for _ in 1..PACE_AFTER.as_secs() {
+            e.learn(backlogged(25 * MB));
+        }
         assert_eq!(e.pacing_rate(), Some(31_250_000));
         let mut capped = CapacityEstimator::new(1250 * MB, Some(10 * MB), None);
         assert_eq!(capped.capacity(), 10 * MB);
