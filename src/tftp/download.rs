@@ -1043,8 +1043,9 @@ mod tests {
         let retransmitted = run.stats.data_retransmitted as f64 / run.stats.data_sent as f64;
         let throughput = sim.file.len() as f64 / run.elapsed.as_secs_f64();
         assert!(retransmitted < 0.05, "{run:?}");
-        // A window of 64 waits for its ACK: 8 MB/s at most on this path, whatever the queue.
-        assert!(throughput > 0.5 * rate as f64, "{throughput} B/s, {run:?}");
+        // A window of 64 waits for its ACK: 8 MB/s at most on this path, whatever the queue;
+        // a window whose tail the queue dropped waits for the timeout's 200 ms floor.
+        assert!(throughput > 0.4 * rate as f64, "{throughput} B/s, {run:?}");
         assert!(run.queue_drops < 100, "{run:?}");
     }
 
