@@ -944,7 +944,7 @@ main() {
         # Debian's armhf kernel and busybox come from the armhf archive.
         if ! dpkg --print-foreign-architectures | grep -qx armhf; then
             dpkg --add-architecture armhf
-            apt-get update -qq
+            "$(dirname "${BASH_SOURCE[0]}")/../../.ci/apt-update"
         fi
     fi
     if [[ " ${cases[*]} " =~ \ (aavmf-nbp|uboot-arm64|uboot-fallback)\  ]]; then
