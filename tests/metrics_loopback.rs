@@ -1,37 +1,18 @@
 //! The metrics endpoints of a central and an alternate on loopback, scraped with `curl`: the
 //! central's table (state, score, capacity, promises), lists handed out and report drops by
 //! reason, each server's transfer counters after a boot, 404 and HEAD, and the alternate's
-//! state as it leaves. Also `bootherd client --central` with a name and without a port, in a
-//! network namespace of its own (the port is 69).
+//! state as it leaves.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bootherd, pattern, Daemon, Netns, TempDir};
+use common::{bootherd, site_config as config, small_site, Daemon};
 
-const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const KERNEL: usize = 300_000;
-
-/// A key, a boot set (one kernel named by the default config) and config files.
-fn site() -> TempDir {
-    let dir = TempDir::new("metrics");
-    let p = dir.path();
-    std::fs::write(p.join("report.key"), KEY_HEX).unwrap();
-    std::fs::create_dir_all(p.join("boot/configs")).unwrap();
-    std::fs::write(p.join("boot/vmlinuz"), pattern(KERNEL, 5)).unwrap();
-    std::fs::write(p.join("boot/configs/default"), "kernel vmlinuz\n").unwrap();
-    dir
-}
-
-fn config(dir: &TempDir, name: &str, body: &str) -> String {
-    let path = dir.path().join(name);
-    std::fs::write(&path, format!("key_file = \"report.key\"\n{body}")).unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 fn curl(args: &[&str]) -> Output {
     let out = Command::new("curl")
@@ -84,7 +65,7 @@ fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn central_and_alternate_metrics_scraped_with_curl() {
-    let dir = site();
+    let dir = small_site("metrics", KERNEL);
     let central_config = config(
         &dir,
         "central.toml",
@@ -184,56 +165,4 @@ fn central_and_alternate_metrics_scraped_with_curl() {
         0.0
     );
     assert!(!samples.contains_key("bootherd_alternate_score_seconds{alternate=\"alt1\"}"));
-}
-
-/// `bootherd client --central` with a name, or an address without a port: the name resolves
-/// as in `bootherd fetch`, and the port is 69 (bound in a namespace of the test's own).
-#[test]
-fn client_central_takes_names_and_port_69() {
-    let dir = site();
-    let ns = Netns::new("client69");
-    // Where `localhost` goes first is up to the resolver (127.0.0.1 or ::1): the central
-    // listens there.
-    let local = ("localhost", 69).to_socket_addrs().unwrap().next().unwrap();
-    let central_config = config(
-        &dir,
-        "central.toml",
-        &format!("[central]\ntftp_listen = \"{local}\"\nreport_listen = \"127.0.0.1:7411\"\n"),
-    );
-    let mut cmd = ns.bootherd();
-    cmd.args(["central", "--config", &central_config]);
-    let central = Daemon::spawn_command(cmd);
-    central.addr_after("reports on ");
-    let alternate_config = config(
-        &dir,
-        "alt1.toml",
-        "[alternate]\nid = \"alt1\"\ntftp_listen = \"127.0.0.11:6901\"\nroot = \"boot\"\ncentrals = [\"127.0.0.1:7411\"]\ninterval_ms = 200\n",
-    );
-    let mut cmd = ns.bootherd();
-    cmd.args(["alternate", "--config", &alternate_config]);
-    let _alternate = Daemon::spawn_command(cmd);
-    let literal = match local {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => format!("[{}]", a.ip()),
-    };
-    for central in ["localhost", literal.as_str()] {
-        // The alternate may take a report interval or two to be listed.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = ns
-                .bootherd()
-                .args(["client", "--central", central, "--json"])
-                .env("BOOTHERD_LOG", "warn")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            if out.status.success() {
-                assert!(text.contains("\"booted\":1"), "{text}");
-                assert!(text.contains("\"alternate\":\"alt1\""), "{text}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "--central {central}: {out:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
