@@ -25,6 +25,8 @@ use crate::formats::uboot;
 use crate::http::server::{Etags, HttpServer};
 use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
+use crate::metrics::render;
+use crate::metrics::server::MetricsServer;
 use crate::report::capacity::{CapacityEstimator, Learned};
 use crate::report::monitor::{
     digest_of, hash_dir, HashedFile, Identity, Monitor, Observed, SystemSample,
@@ -243,6 +245,7 @@ pub struct Alternate {
     state: StateKeeper,
     socket: std::net::UdpSocket,
     http: Option<HttpServer>,
+    metrics: Option<MetricsServer>,
 }
 
 impl Alternate {
@@ -288,6 +291,7 @@ impl Alternate {
             IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         };
         let socket = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
+        let metrics = MetricsServer::bind_configured(config.metrics_listen)?;
         let state = StateKeeper::start(config.state_file.clone());
         let prior = link_speed(addresses[0].ip()).unwrap_or(DEFAULT_PRIOR);
         let saved = state.state.capacity.aged(crate::sys::unix_ms());
@@ -336,6 +340,7 @@ impl Alternate {
             state,
             socket,
             http: http.map(|h| h.server),
+            metrics,
         })
     }
 
@@ -359,6 +364,7 @@ impl Alternate {
             mut state,
             socket,
             http,
+            metrics,
         } = self;
         let Control {
             mut requests,
@@ -389,11 +395,14 @@ impl Alternate {
                 .await
                 .map_err(|e| format!("TFTP server stopped: {e}"))
         };
+        let serve_metrics =
+            MetricsServer::run_configured(metrics, || render(None, &progress.totals()));
         let serve = async {
             smol::future::try_zip(serve_tftp, serve_http)
                 .await
                 .map(|_| ())
-        };
+        }
+        .or(serve_metrics);
         let observe = || {
             let mut totals = progress.totals();
             // HTTP transfers waiting for their sockets count as held back: the link, not the

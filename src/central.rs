@@ -16,6 +16,8 @@ use crate::formats::alt_list::{self, AltEntry, IPXE_LIST_PATH, LIST_PATH};
 use crate::formats::uboot;
 use crate::lifecycle::{serve_until_stopped, Control, Request};
 use crate::log;
+use crate::metrics::server::MetricsServer;
+use crate::metrics::{render, CentralSample};
 use crate::net::Deadline;
 use crate::pxe::responder::{PxeConfig, Service};
 use crate::pxe::server::PxeServer;
@@ -148,6 +150,7 @@ pub struct Central {
     reports: std::net::UdpSocket,
     server: Server,
     pxe: Option<PxeServer>,
+    metrics: Option<MetricsServer>,
     shutdown_grace: Duration,
 }
 
@@ -183,12 +186,14 @@ impl Central {
             }
             None => None,
         };
+        let metrics = MetricsServer::bind_configured(config.metrics_listen)?;
         Ok(Central {
             endpoint: ReportEndpoint::new(config.key),
             table,
             reports,
             server,
             pxe,
+            metrics,
             shutdown_grace: config.tftp.shutdown_grace,
         })
     }
@@ -228,6 +233,7 @@ impl Central {
             reports,
             server,
             pxe,
+            metrics,
             shutdown_grace,
         } = self;
         let live = Live {
@@ -245,6 +251,11 @@ impl Central {
                 None => smol::future::pending().await,
             }
         };
+        let progress = server.progress();
+        let metrics = MetricsServer::run_configured(metrics, || {
+            let central = CentralSample::take(&mut lock(&table), Instant::now());
+            render(Some(&central), &progress.totals())
+        });
         let serve = async {
             server
                 .run()
@@ -292,7 +303,7 @@ impl Central {
             mut reload,
         } = control;
         serve_until_stopped(
-            serve.or(listen).or(pxe),
+            serve.or(listen).or(pxe).or(metrics),
             &shutdown,
             || live.shutdown_grace.get(),
             requests,

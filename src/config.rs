@@ -35,6 +35,7 @@
 //! expected_digest = "…64 hex digits…"     # optional
 //! allow = ["alt1", "alt2"]                # optional allow-list
 //! subnet_costs = ["10.0.1.0/24 alt1 0", "10.0.1.0/24 alt2 200"]
+//! metrics_listen = "127.0.0.1:9669"       # optional: Prometheus metrics at GET /metrics
 //!
 //! [pxe]                                   # central: proxyDHCP (67) and discovery (4011)
 //! interfaces = ["eth0 10.0.0.1"]          # "INTERFACE ADDRESS"; * = any, - = the address only
@@ -60,6 +61,7 @@
 //! http_listen = "0.0.0.0:8080"            # optional: boot files over HTTP too
 //! http_advertise = ["10.0.0.11:8080"]     # [default: the first advertised address's host,
 //!                                         # with the HTTP port]
+//! metrics_listen = "127.0.0.1:9670"       # optional: Prometheus metrics at GET /metrics
 //!
 //! [http]                                  # alternates with http_listen
 //! max_connections = 256                   # one more gets 503 at once
@@ -144,6 +146,8 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("http.send_timeout_ms", Kind::Int),
     ("pxe.boot_http_x64", Kind::Str),
     ("pxe.boot_http_arm64", Kind::Str),
+    ("central.metrics_listen", Kind::Str),
+    ("alternate.metrics_listen", Kind::Str),
 ];
 
 /// Keys that a running role cannot change without binding sockets again or reopening its
@@ -166,6 +170,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "alternate.state_file",
     "alternate.http_listen",
     "alternate.http_advertise",
+    "central.metrics_listen",
+    "alternate.metrics_listen",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +260,8 @@ pub struct CentralConfig {
     pub policy: Policy,
     /// proxyDHCP and boot-server discovery, when `[pxe]` lists interfaces.
     pub pxe: Option<PxeSettings>,
+    /// Where to serve metrics (none: no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// An alternate's settings.
@@ -286,6 +294,8 @@ pub struct AlternateConfig {
     pub http: Option<HttpSettings>,
     /// HTTP addresses for clients (empty: the first TFTP address's host with the HTTP port).
     pub http_advertise: Vec<SocketAddr>,
+    /// Where to serve metrics (none: no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -422,6 +432,7 @@ impl Config {
                     .map_or(defaults.promise_ttl, Duration::from_millis),
             },
             pxe,
+            metrics_listen: self.listen_addr("central.metrics_listen")?,
         })
     }
 
@@ -598,6 +609,7 @@ impl Config {
             ),
             http: self.http()?,
             http_advertise,
+            metrics_listen: self.listen_addr("alternate.metrics_listen")?,
         })
     }
 
@@ -1203,6 +1215,18 @@ expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABA
         assert_eq!(c.policy.subnet_costs[1].percent, 200);
         assert_eq!(c.policy.expected_digest, Some([0xAB; 32]));
         assert_eq!(c.report_listen, "127.0.0.1:7411".parse().unwrap());
+        assert_eq!(c.metrics_listen, None, "off unless asked for");
+        let mut config = config;
+        config
+            .set(&["central.metrics_listen=127.0.0.1:9669".into()])
+            .unwrap();
+        let c = config.central().unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9669".parse().unwrap()));
+        config
+            .set(&["central.metrics_listen=192.0.2.1:9669".into()])
+            .unwrap();
+        let err = config.central().unwrap_err().to_string();
+        assert!(err.contains("central.metrics_listen"), "{err}");
     }
 
     #[test]

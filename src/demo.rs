@@ -152,6 +152,7 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
                 ..Policy::default()
             },
             pxe: None,
+            metrics_listen: None,
         })?);
     }
     for (n, &capacity) in o.capacities.iter().enumerate() {
@@ -171,6 +172,7 @@ fn run_in(dir: &Path, o: &DemoOptions) -> Result<(), String> {
             interval: o.interval,
             http: None,
             http_advertise: Vec::new(),
+            metrics_listen: None,
         })?;
     }
     // Both centrals must know every alternate before the storms start.

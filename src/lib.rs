@@ -30,6 +30,7 @@ pub mod formats;
 pub mod http;
 pub mod lifecycle;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod privileges;
 pub mod pxe;

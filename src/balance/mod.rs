@@ -306,6 +306,8 @@ pub struct Table {
     departed: BTreeMap<String, Departed>,
     marks: BTreeMap<String, (PathState, u64)>,
     dropped: [u64; 4],
+    /// Lists handed out by [`Table::assign`] since start.
+    lists: u64,
     events: VecDeque<Event>,
 }
 
@@ -318,6 +320,7 @@ impl Table {
             departed: BTreeMap::new(),
             marks: BTreeMap::new(),
             dropped: [0; 4],
+            lists: 0,
             events: VecDeque::new(),
         }
     }
@@ -335,6 +338,16 @@ impl Table {
     /// Drop counters by [`DropReason`].
     pub fn dropped(&self) -> [u64; 4] {
         self.dropped
+    }
+
+    /// Lists handed out since start (each [`Table::assign`], empty ones too).
+    pub fn lists_handed_out(&self) -> u64 {
+        self.lists
+    }
+
+    /// Where alternate `id` stands at `now`, if it is in the table.
+    pub fn phase(&self, now: Instant, id: &str) -> Option<Phase> {
+        self.entries.get(id).map(|e| e.phase(now))
     }
 
     /// The next lifecycle event, if any (see [`Table::tick`]).
@@ -514,6 +527,7 @@ impl Table {
     /// The order for `client`, which is about to fetch it: counts one boot against the first
     /// alternate, tentatively until [`Table::confirm`].
     pub fn assign(&mut self, now: Instant, client: SocketAddr) -> Vec<Ranked> {
+        self.lists += 1;
         let ranked = self.order(now, Some(client.ip()));
         let Some(first) = ranked.first() else {
             return ranked;
@@ -871,6 +885,11 @@ mod tests {
         assert_eq!(promised as usize, MAX_PROMISES_PER_CLIENT);
         // A real client gets a list with both, still in capacity order.
         assert_eq!(ids(&t.assign(now, client(1))), ["a", "b"]);
+        assert_eq!(
+            t.lists_handed_out(),
+            501,
+            "every list counts, promise or not"
+        );
         // Unacknowledged, they lapse within seconds; the acknowledged one stays.
         t.confirm(now, client(1));
         let later = now + TENTATIVE_TTL + Duration::from_millis(1);

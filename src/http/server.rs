@@ -313,7 +313,8 @@ impl HttpServer {
     }
 }
 
-fn is_transient(e: &io::Error) -> bool {
+/// Whether an accept error passes (out of descriptors, a client that reset before accept).
+pub(crate) fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted

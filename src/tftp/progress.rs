@@ -19,6 +19,8 @@ pub struct Progress {
     remaining: AtomicU64,
     sent: AtomicU64,
     completed: AtomicU64,
+    timed_out: AtomicU64,
+    timeouts: AtomicU64,
     data_sent: AtomicU64,
     data_retransmitted: AtomicU64,
     loss_events: AtomicU64,
@@ -83,8 +85,15 @@ pub struct Totals {
     pub remaining: u64,
     /// Bytes acknowledged since the server started (take differences for a rate).
     pub sent: u64,
+    /// Transfers started since the server started.
+    pub started: u64,
     /// Transfers completed since the server started.
     pub completed: u64,
+    /// Transfers given up since the server started: the client went silent.
+    pub timed_out: u64,
+    /// Retransmission timeouts since the server started: the timer expired and the OACK or
+    /// window went again.
+    pub timeouts: u64,
     /// DATA datagrams the socket took: first sends and resends (not OACKs or ERRORs).
     pub data_sent: u64,
     /// Of those, the ones that carried a block sent before: after a timeout, after a gap the
@@ -163,7 +172,10 @@ impl Progress {
             active: self.active.load(Ordering::Acquire),
             remaining: self.remaining.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
+            started: self.next_id.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
             data_sent: self.data_sent.load(Ordering::Relaxed),
             data_retransmitted: self.data_retransmitted.load(Ordering::Relaxed),
             loss_events: self.loss_events.load(Ordering::Relaxed),
@@ -236,6 +248,7 @@ impl TransferGuard {
             self.recorded.data_retransmitted,
         );
         add(&p.loss_events, stats.loss_events, self.recorded.loss_events);
+        add(&p.timeouts, stats.timeouts, self.recorded.timeouts);
         add(&p.rtt_samples, stats.rtt_samples, self.recorded.rtt_samples);
         add(&p.rtt_sum_us, stats.rtt_sum_us, self.recorded.rtt_sum_us);
         if stats.rtt_min_us != 0 {
@@ -257,6 +270,11 @@ impl TransferGuard {
     pub fn complete(&self) {
         self.set_acked(self.entry.size);
         self.progress.completed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the transfer as given up because the client went silent.
+    pub fn timed_out(&self) {
+        self.progress.timed_out.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -292,6 +310,7 @@ mod tests {
                 active: 2,
                 remaining: 1100,
                 sent: 400,
+                started: 2,
                 completed: 0,
                 ..Totals::default()
             }
@@ -301,14 +320,17 @@ mod tests {
         assert_eq!(list[0].rate(), 200);
         b.complete();
         drop(b);
-        drop(a); // aborted: its remaining bytes leave the total
+        a.timed_out();
+        drop(a); // given up: its remaining bytes leave the total
         assert_eq!(
             p.totals(),
             Totals {
                 active: 0,
                 remaining: 0,
                 sent: 900,
+                started: 2,
                 completed: 1,
+                timed_out: 1,
                 ..Totals::default()
             }
         );
@@ -331,6 +353,7 @@ mod tests {
             rtt_samples: data_sent / 10,
             rtt_sum_us: data_sent * 100,
             rtt_min_us,
+            timeouts: loss_events * 2,
         };
         a.record(stats(10, 0, 0, 900));
         a.record(stats(30, 4, 1, 700));
@@ -341,8 +364,8 @@ mod tests {
         pacer.reserve(now, 1_000_000);
         let t = p.totals();
         assert_eq!(
-            (t.data_sent, t.data_retransmitted, t.loss_events),
-            (35, 5, 2),
+            (t.data_sent, t.data_retransmitted, t.loss_events, t.timeouts),
+            (35, 5, 2, 4),
             "counted once each, and kept after a transfer ends"
         );
         assert_eq!(t.pacer_held_ns, 1_000_000_000);

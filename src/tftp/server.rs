@@ -770,12 +770,15 @@ fn log_outcome(job: &Job, outcome: &Outcome) {
             job.path,
             code.code()
         ),
-        Outcome::TimedOut => log::warning_limited!(
-            "tftp: {peer}: {} timed out after {} of {} bytes",
-            job.path,
-            job.transfer.bytes_acked(),
-            job.transfer.size()
-        ),
+        Outcome::TimedOut => {
+            job.guard.timed_out();
+            log::warning_limited!(
+                "tftp: {peer}: {} timed out after {} of {} bytes",
+                job.path,
+                job.transfer.bytes_acked(),
+                job.transfer.size()
+            )
+        }
         Outcome::ReadFailed(why) => log::warning!("tftp: {peer}: {}: read failed: {why}", job.path),
     }
 }

@@ -152,6 +152,8 @@ pub struct TransferStats {
     pub rtt_sum_us: u64,
     /// The shortest, in microseconds (0: none yet).
     pub rtt_min_us: u64,
+    /// Times the retransmission timer expired and the OACK or window went again.
+    pub timeouts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -679,6 +681,7 @@ impl Transfer {
             return;
         }
         self.backoff += 1;
+        self.sent.stats.timeouts += 1;
         match self.state {
             State::Negotiating => {
                 self.oack_pending = true;
@@ -1359,6 +1362,11 @@ mod tests {
             h.t.stats().loss_events,
             1,
             "one loss, however long the silence"
+        );
+        assert_eq!(
+            h.t.stats().timeouts,
+            5,
+            "the OACK once, the window four times"
         );
     }
 

@@ -158,6 +158,28 @@ impl TftpServer {
     }
 }
 
+/// The report key of [`small_site`].
+pub const SITE_KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A temp dir with `report.key` and a boot set under `boot/`: one kernel of `kernel_len`
+/// bytes, named by the default config.
+pub fn small_site(tag: &str, kernel_len: usize) -> TempDir {
+    let dir = TempDir::new(tag);
+    let p = dir.path();
+    std::fs::write(p.join("report.key"), SITE_KEY_HEX).unwrap();
+    std::fs::create_dir_all(p.join("boot/configs")).unwrap();
+    std::fs::write(p.join("boot/vmlinuz"), pattern(kernel_len, 5)).unwrap();
+    std::fs::write(p.join("boot/configs/default"), "kernel vmlinuz\n").unwrap();
+    dir
+}
+
+/// Writes config `name` in `dir`: the key line of [`small_site`], then `body`; its path.
+pub fn site_config(dir: &TempDir, name: &str, body: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, format!("key_file = \"report.key\"\n{body}")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// Runs `ip ARGS`, which must succeed.
 pub fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("run ip");
