@@ -964,7 +964,7 @@ mod tests {
                 let mut sim = Sim::new(30_000, Sim::spec(blksize, windowsize))
                     .delayed(Duration::from_micros(200));
                 let run = sim.run(fate);
-                assert!(run.ok, "{name} {blksize:?}/{windowsize:?}");
+                assert!(run.ok, "{name} {blksize:?}/{windowsize:?} {run:?}");
                 assert!(
                     sim.got == sim.file,
                     "{name} {blksize:?}/{windowsize:?}: bytes differ"

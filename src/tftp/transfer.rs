@@ -289,6 +289,8 @@ struct Sent {
     timer: Option<Instant>,
     /// Whether this try's probe went out (single-port, before the address is proven).
     probed: bool,
+    /// A block the client reported missing, to resend alone before anything else.
+    repair: Option<u64>,
     stats: TransferStats,
 }
 
@@ -329,6 +331,9 @@ pub struct Transfer {
     recover: Option<u64>,
     /// The block acknowledged when the window last went back on a repeated ACK.
     went_back_at: Option<u64>,
+    /// The block resent alone for a reported gap, until the ACK that answers it says whether
+    /// the client kept the blocks after it.
+    repairing: Option<u64>,
     /// The last ACK inside the window, and until when the window waits to see whether the
     /// client reports the next block missing too (see [`Transfer::handle_ack`]).
     settling: Option<(u64, Instant)>,
@@ -382,6 +387,7 @@ impl Transfer {
             window_end: 0,
             recover: None,
             went_back_at: None,
+            repairing: None,
             settling: None,
             sent: Sent {
                 next: 1,
@@ -390,6 +396,7 @@ impl Transfer {
                 burst_at: None,
                 timer: None,
                 probed: false,
+                repair: None,
                 stats: TransferStats::default(),
             },
             first_sends: VecDeque::new(),
@@ -500,7 +507,7 @@ impl Transfer {
                 let ahead = u64::from(block.wrapping_sub(self.acked as u16));
                 if ahead == 0 {
                     self.answered = true;
-                    return self.repeated_ack();
+                    return self.repeated_ack(now);
                 }
                 if ahead > self.sent.max - self.acked {
                     return; // older than what is acknowledged, or never sent: ignored
@@ -508,7 +515,9 @@ impl Transfer {
                 let block = self.acked + ahead;
                 let sent_once = self.recover.is_none_or(|r| block > r);
                 self.sample_round_trip(now, block, sent_once);
-                if sent_once {
+                // The answer to a repair ends a loss recovery: no growth from it (as TCP).
+                let repaired = self.repairing.take();
+                if sent_once && repaired.is_none() {
                     self.congestion.on_ack(ahead);
                 }
                 self.acked = block;
@@ -516,6 +525,13 @@ impl Transfer {
                 self.progress(now);
                 if block == self.last_block {
                     self.finish(Outcome::Complete);
+                    return;
+                }
+                if repaired == Some(block) && block < self.sent.max {
+                    // The repaired block and nothing after it: this client drops what
+                    // arrives past a gap (atftp, UEFI), so everything after it goes again.
+                    self.window_end = self.window_after(block);
+                    self.go_back();
                     return;
                 }
                 // The client ACKs next a window after this block, wherever this block was in
@@ -578,7 +594,7 @@ impl Transfer {
     fn settle(&mut self, now: Instant, block: u64) {
         if let Some((before, until)) = self.settling.take() {
             if block == before + 1 && now < until {
-                return self.gap_reported();
+                return self.gap_reported(now);
             }
         }
         let until = now + self.round_trip.pacing_interval();
@@ -588,16 +604,23 @@ impl Transfer {
 
     /// A repeated ACK of the block last acknowledged: a gap after it, unless it may be the
     /// client's answer to our resends (it has all we resent).
-    fn repeated_ack(&mut self) {
+    fn repeated_ack(&mut self, now: Instant) {
         let outstanding = self.sent.max > self.acked;
         let echo = self.recover == Some(self.acked);
         if self.options.windowsize > 1 && outstanding && !echo {
-            self.gap_reported();
+            self.gap_reported(now);
         }
     }
 
-    /// The client misses the block after the one it acknowledged: back to it, once.
-    fn gap_reported(&mut self) {
+    /// The client misses the block after the one it acknowledged: that block goes again at
+    /// once, alone, and sending goes on from where it was; the client's answer to it says
+    /// whether it kept what followed (then nothing is sent twice) or not (then the rest of the
+    /// window goes again, see [`Transfer::handle_ack`]); new blocks wait for that answer, a
+    /// round trip at most. Resending the whole window at once cost a window per loss with a
+    /// client that keeps blocks past a gap, and on a lossy link with a deep queue those
+    /// resends filled the queue and made more losses (NewReno's partial ACK, in window form).
+    /// Once per block.
+    fn gap_reported(&mut self, now: Instant) {
         if self.went_back_at == Some(self.acked) {
             return;
         }
@@ -605,7 +628,13 @@ impl Transfer {
         self.settling = None;
         self.sent.stats.loss_events += 1;
         self.congestion.on_loss(false);
-        self.go_back();
+        // Only the repaired block is sent twice: ACKs of later blocks still time the path.
+        self.recover = Some(self.acked + 1);
+        self.repairing = Some(self.acked + 1);
+        self.sent.repair = Some(self.acked + 1);
+        self.sent.timer = None;
+        self.new_burst();
+        self.sent.burst_at = Some(now + self.round_trip.pacing_interval());
     }
 
     /// Client progress at `now`: the back-off and the silence count start again.
@@ -622,6 +651,8 @@ impl Transfer {
     /// Sends the window again from the first block not acknowledged.
     fn go_back(&mut self) {
         self.recover = Some(self.sent.max);
+        self.repairing = None;
+        self.sent.repair = None;
         self.sent.next = self.acked + 1;
         self.first_sends.clear();
         self.sent.timer = None;
@@ -729,7 +760,10 @@ impl Transfer {
     }
 
     fn has_data_to_send(&self) -> bool {
-        self.state == State::Sending && (self.sent.next <= self.send_limit() || self.probe_due())
+        self.state == State::Sending
+            && (self.sent.next <= self.send_limit()
+                || self.probe_due()
+                || self.sent.repair.is_some())
     }
 
     /// Writes the next datagram to send into `buf`, or up to `max_datagrams` DATA packets of
@@ -761,6 +795,18 @@ impl Transfer {
                 Some(Transmit::single(self.peer, len))
             }
             State::Sending if self.has_data_to_send() => {
+                if let Some(block) = self.sent.repair {
+                    // Not paced: one block, in place of one the network lost.
+                    self.start(now);
+                    let next = self.sent.next;
+                    let tx = self.send_blocks(now, block, 1, false, buf, data);
+                    self.sent.repair = None;
+                    self.sent.next = next;
+                    if next > self.send_limit() {
+                        self.sent.timer = Some(self.retransmit_deadline(now));
+                    }
+                    return tx;
+                }
                 if let Some(at) = self.sent.burst_at {
                     if now < at {
                         return None;
@@ -1241,8 +1287,12 @@ mod tests {
         h.ack(2);
         assert!(h.drain().is_empty(), "new blocks wait a round trip");
         h.ack(3);
-        assert_eq!(h.drain_window(), (4..=11).collect::<Vec<_>>());
+        assert_eq!(Harness::blocks(&h.drain()), [4], "the missing block, alone");
         assert_eq!(h.t.stats().loss_events, 1);
+        // The client answers with ACK 4 alone: it dropped 5..=8, which go again at once.
+        h.now += rtt;
+        h.ack(4);
+        assert_eq!(h.drain_window(), (5..=12).collect::<Vec<_>>());
         // An ACK inside the window alone (a duplicate): the new blocks go a round trip later.
         h.now += rtt;
         h.ack(11);
@@ -1256,32 +1306,30 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_ack_reports_a_gap_and_resends_once_per_recovery() {
+    fn a_repeated_ack_reports_a_gap_and_resends_the_missing_block_once() {
         let mut h = acked_inside_the_window();
-        // The client repeats ACK 3: block 4 is missing. Everything after it goes again.
+        // The client repeats ACK 3: block 4 is missing. It goes again alone.
         h.ack(3);
-        assert_eq!(h.drain_window(), (4..=11).collect::<Vec<_>>());
+        assert_eq!(Harness::blocks(&h.drain()), [4]);
         assert_eq!(h.t.stats().loss_events, 1);
-        assert_eq!(h.t.stats().data_retransmitted, 8);
-        // More ACKs of 3 may answer those resends: never a second resend.
+        assert_eq!(h.t.stats().data_retransmitted, 1);
+        // More ACKs of 3 (sent before the client had block 4): never a second resend.
         h.ack(3);
         h.ack(3);
-        assert!(h.drain().is_empty());
-        // Nor an ACK of a resent block repeated (the client's reply to a duplicate).
+        assert!(h.drain_window().is_empty());
+        // The client kept 5..=11: its answer acknowledges them all, and the window goes on
+        // without anything sent twice but block 4.
         h.ack(11);
         assert_eq!(h.drain_window(), (12..=19).collect::<Vec<_>>());
-        h.ack(11);
-        assert!(h.drain().is_empty(), "echo of the recovery");
+        assert_eq!(h.t.stats().data_retransmitted, 1);
         // Past the recovery, a repeated ACK is a gap again.
-        h.ack(19);
-        h.drain_window();
-        h.ack(19);
-        assert_eq!(h.drain_window(), (20..=27).collect::<Vec<_>>());
+        h.ack(11);
+        assert_eq!(Harness::blocks(&h.drain()), [12]);
         assert_eq!(h.t.stats().loss_events, 2);
     }
 
     #[test]
-    fn duplicate_acks_resend_a_window_at_most_once() {
+    fn duplicate_acks_resend_a_block_at_most_once() {
         let mut h = Harness::new(100_000, 1000, 4, true);
         h.drain();
         h.ack(0);
@@ -1289,7 +1337,7 @@ mod tests {
         h.ack(4);
         assert_eq!(Harness::blocks(&h.drain()), [5, 6, 7, 8]);
         h.ack(4); // duplicated ACK (network duplication or a client's re-ACK): a gap at 5?
-        assert_eq!(Harness::blocks(&h.drain()), [5, 6, 7, 8]);
+        assert_eq!(Harness::blocks(&h.drain()), [5]);
         for _ in 0..5 {
             h.ack(4);
             h.ack(0); // stale ACK from long ago
@@ -1481,9 +1529,11 @@ mod tests {
         h.now += rtt;
         h.ack(acked);
         assert_eq!(h.t.congestion.cwnd, 32);
-        // 32 blocks per round trip, in bursts of 8.
-        assert_eq!(h.drain().len(), 8);
-        assert_eq!(h.drain_window().len(), 56);
+        assert_eq!(
+            Harness::blocks(&h.drain()),
+            [acked + 1],
+            "the missing block, alone"
+        );
         h.now += rtt;
         h.ack(acked + 64);
         assert_eq!(

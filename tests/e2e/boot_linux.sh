@@ -350,7 +350,7 @@ client_lines() { source_text "$1" | grep -F "${BOOT_PROTO:-tftp}: $2:" || true; 
 check_common() {
     local ip=$1 list=$2 booted=$3 allowed=${4:-bootherd/alternates\.ipxe} lines bad ok=0
     lines=$(source_text central | grep -E "tftp: $CLIENT_PEER: " || true)
-    bad=$(grep -Ev ": ($allowed) |: (sent|sending) ($allowed) " <<<"$lines" || true)
+    bad=$(grep -Ev ": ($allowed):? |: (sent|sending) ($allowed) " <<<"$lines" || true)
     if [ -z "$bad" ] && grep -Eq ': sent (bootherd/alternates\.|boot\.scr\.uimg )' <<<"$lines"; then ok=1; fi
     check_line "$ok" "central: sent the client its NBP and list and nothing else over TFTP" || {
         printf '     %s\n' "$bad"
