@@ -462,7 +462,7 @@ expect_linux_boot() {
     expect "serial: the list script ran" serial "bootherd: trying [a-z0-9]+ at "
     if [ "$1" = fallback ]; then
         expect "serial: the first alternate did not answer" serial \
-            "bootherd: [a-z0-9]+ at [0-9.:]+ did not answer"
+            "bootherd: [a-z0-9]+ at tftp://[0-9.:]+ did not answer"
     fi
     expect_alternate_side 0
     expect "an alternate: sent initrd.img" alternates "${BOOT_PROTO:-tftp}: $CLIENT_PEER: sent initrd\.img "
