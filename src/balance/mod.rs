@@ -28,8 +28,10 @@
 //! A client that is sent a list counts, against the first alternate of it, as *tentative*
 //! until it acknowledges the list ([`Table::confirm`]); a tentative promise lapses after
 //! [`TENTATIVE_TTL`], a confirmed one after the policy's promise TTL. One client address holds
-//! at most [`MAX_PROMISES_PER_CLIENT`]. Promises only raise scores: they never exclude an
-//! alternate, so requests nobody acknowledges cannot empty the list.
+//! at most [`MAX_PROMISES_PER_CLIENT`]. Promises raise scores, and an alternate whose active
+//! transfers and promises reach its transfer limit goes after every one with room (it would
+//! refuse the client as busy); they never exclude an alternate, so requests nobody
+//! acknowledges cannot empty the list.
 //!
 //! # Exclusions
 //! No report for 3 intervals; draining or leaving; a boot-file digest other than the expected
@@ -219,6 +221,8 @@ pub struct Ranked {
     pub http_addresses: Vec<SocketAddr>,
     /// Estimated time for one more boot there, microseconds.
     pub score_us: u64,
+    /// Every transfer slot it allows is in use or promised: listed after those with room.
+    pub full: bool,
 }
 
 /// Boot ids remembered per alternate, so that an old boot's reports cannot be replayed.
@@ -509,16 +513,19 @@ impl Table {
             .filter_map(|(id, e)| {
                 self.judge(now, id, e, client, boot)
                     .ok()
-                    .map(|score_us| Ranked {
+                    .map(|(score_us, full)| Ranked {
                         id: id.clone(),
                         addresses: e.report.addresses.clone(),
                         http_addresses: e.report.http_addresses.clone(),
                         score_us,
+                        full,
                     })
             })
             .collect();
         match self.policy.order {
-            ListOrder::Load => ranked.sort_by(|a, b| (a.score_us, &a.id).cmp(&(b.score_us, &b.id))),
+            ListOrder::Load => {
+                ranked.sort_by(|a, b| (a.full, a.score_us, &a.id).cmp(&(b.full, b.score_us, &b.id)))
+            }
             ListOrder::Static => ranked.sort_by(|a, b| a.id.cmp(&b.id)),
         }
         ranked
@@ -646,7 +653,8 @@ impl Table {
             .unwrap_or(self.policy.typical_boot_bytes)
     }
 
-    /// The score of `e`, or why it is excluded.
+    /// The score of `e` and whether its transfer slots are all taken or promised, or why it
+    /// is excluded.
     fn judge(
         &self,
         now: Instant,
@@ -654,7 +662,7 @@ impl Table {
         e: &Entry,
         client: Option<IpAddr>,
         boot: u64,
-    ) -> Result<u64, &'static str> {
+    ) -> Result<(u64, bool), &'static str> {
         let r = &e.report;
         match e.phase(now) {
             Phase::Serving => {}
@@ -683,13 +691,17 @@ impl Table {
                 .unwrap_or(0)
         });
         let promised = e.promises.len() as u128;
+        // Clients sent there that its reports do not show yet will take slots too: without
+        // them a storm fills the fastest alternate past its limit between two reports, and
+        // the clients it then refuses start again elsewhere.
+        let full = u128::from(r.active_transfers) + promised >= u128::from(r.max_transfers);
         let work =
             u128::from(r.pending_bytes.max(r.bytes_remaining)) + (promised + 1) * u128::from(boot);
         let base = work * 1_000_000 / u128::from(r.link_bytes_per_sec.max(1));
         let memory = 100 + u128::from(r.mem_permille.saturating_sub(950)) * 4;
         let score =
             base * memory / 100 * (100 + u128::from(subnet_cost)) / 100 * path_penalty / 100;
-        Ok(score.min(u128::from(u64::MAX)) as u64)
+        Ok((score.min(u128::from(u64::MAX)) as u64, full))
     }
 }
 
@@ -943,6 +955,24 @@ mod tests {
             9_000_000,
             "memory at 100 % is"
         );
+    }
+
+    #[test]
+    fn an_alternate_filled_by_promises_goes_after_those_with_room() {
+        let (mut t, now) = table(Policy::default());
+        let small = LoadReport {
+            active_transfers: 1,
+            max_transfers: 3,
+            ..idle("fast", 100_000_000)
+        };
+        t.handle_report(now, small).unwrap();
+        t.handle_report(now, idle("slow", 1_000_000)).unwrap();
+        // One slot in use, two promised: the third client goes to the slow one, which has room.
+        assert_eq!(ids(&t.assign(now, client(1)))[0], "fast");
+        assert_eq!(ids(&t.assign(now, client(2)))[0], "fast");
+        let third = t.assign(now, client(3));
+        assert_eq!(ids(&third), ["slow", "fast"], "full, but still listed");
+        assert!(third[1].full && !third[0].full);
     }
 
     #[test]

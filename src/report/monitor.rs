@@ -1,7 +1,8 @@
 //! The alternate's load monitor, sans-IO: counters and a system sample in, reports out.
 //!
 //! It reports every interval, and at once on a large change: the first transfer starts, the
-//! last one ends, or the serving state changes. Between reports it learns the link's capacity
+//! last one ends, the transfers near the limit the alternate allows or fall well below it, or
+//! the serving state changes. Between reports it learns the link's capacity
 //! ([`CapacityEstimator`]) and keeps the boots in progress ([`BootLedger`]) from the same
 //! counters. The shell ([`crate::alternate`]) samples the TFTP server's counters, the config
 //! files served and the process's CPU time, polls every few milliseconds and sends what
@@ -81,6 +82,8 @@ pub struct Monitor {
     process_cpu_permille: u16,
     last_poll: Option<Instant>,
     was_active: bool,
+    /// Whether the transfers were near the limit at the last poll (see [`near_full`]).
+    was_near_full: bool,
     state_changed: bool,
     capacity: CapacityEstimator,
     ledger: BootLedger,
@@ -101,6 +104,7 @@ impl Monitor {
             process_cpu_permille: 0,
             last_poll: None,
             was_active: false,
+            was_near_full: false,
             state_changed: false,
             capacity,
             ledger: BootLedger::default(),
@@ -172,8 +176,14 @@ impl Monitor {
         }
         self.last_poll = Some(now);
         let active = totals.active > 0;
-        let edge = active != self.was_active;
+        let near_full = near_full(
+            totals.active,
+            self.identity.max_transfers,
+            self.was_near_full,
+        );
+        let edge = active != self.was_active || near_full != self.was_near_full;
         self.was_active = active;
+        self.was_near_full = near_full;
         let due = self.next_due.is_none_or(|t| now >= t);
         if !(due || edge || self.state_changed) {
             return None;
@@ -233,6 +243,19 @@ impl Monitor {
     /// When the next regular report is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_due
+    }
+}
+
+/// Whether `active` transfers are near the limit `max`: from 7/8 of it, until below 3/4 (so a
+/// count hovering at the mark reports once). The central counts the clients it sends between
+/// reports against the slots left; a storm can fill the last eighth between two regular
+/// reports, and the clients refused then have to start again elsewhere.
+fn near_full(active: usize, max: u32, was: bool) -> bool {
+    let (active, max) = (active as u64, u64::from(max));
+    if was {
+        active * 4 >= max * 3
+    } else {
+        active * 8 >= max * 7
     }
 }
 
@@ -420,6 +443,29 @@ mod tests {
             .unwrap();
         assert_eq!(idle.active_transfers, 0);
         assert_eq!(idle.sequence, 4);
+    }
+
+    #[test]
+    fn nearing_the_transfer_limit_and_leaving_it_report_at_once() {
+        let mut m = monitor(); // 10 transfers at most
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let s = SystemSample::default;
+        m.poll(t0, &totals(1, 0, 1), s).unwrap();
+        assert!(
+            m.poll(ms(10), &totals(8, 0, 8), s).is_none(),
+            "8 of 10: not yet"
+        );
+        let near = m.poll(ms(20), &totals(9, 0, 9), s).unwrap();
+        assert_eq!(near.active_transfers, 9);
+        assert!(m.poll(ms(30), &totals(10, 0, 10), s).is_none());
+        assert!(
+            m.poll(ms(40), &totals(8, 0, 10), s).is_none(),
+            "still 3/4 or more"
+        );
+        let room = m.poll(ms(50), &totals(7, 0, 10), s).unwrap();
+        assert_eq!(room.active_transfers, 7);
+        assert!(m.poll(ms(60), &totals(8, 0, 10), s).is_none());
     }
 
     #[test]
