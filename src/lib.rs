@@ -38,5 +38,7 @@ pub mod report;
 pub mod sys;
 pub mod tftp;
 
-#[doc(hidden)]
-pub mod testutil; // shared by the unit tests and the integration tests
+// The integration tests include the same file by path (tests/common), so the helpers never
+// ship in the library.
+#[cfg(test)]
+mod testutil;
