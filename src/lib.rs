@@ -28,6 +28,7 @@ pub mod config;
 pub mod demo;
 pub mod formats;
 pub mod http;
+mod json;
 pub mod lifecycle;
 pub mod log;
 pub mod metrics;

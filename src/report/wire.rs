@@ -12,6 +12,7 @@
 //! and central), 4 network mark (operator or another service to central).
 
 use core::fmt;
+use core::str::FromStr;
 use std::net::SocketAddr;
 
 use hmac::{KeyInit, Mac};
@@ -166,6 +167,42 @@ impl fmt::Display for AltState {
             AltState::Draining => "draining",
             AltState::Leaving => "leaving",
         })
+    }
+}
+
+/// The words [`AltState`]'s `Display` writes: `serving`, `draining`, `leaving`.
+impl FromStr for AltState {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "serving" => Ok(AltState::Serving),
+            "draining" => Ok(AltState::Draining),
+            "leaving" => Ok(AltState::Leaving),
+            _ => Err("want serving, draining or leaving"),
+        }
+    }
+}
+
+/// What [`PathState`]'s `Display` writes (`clear`, `congested=PERCENT`, `down`), and a bare
+/// `congested`, which means a penalty of 300 percent.
+impl FromStr for PathState {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "clear" => Ok(PathState::Clear),
+            "down" => Ok(PathState::Down),
+            "congested" => Ok(PathState::Congested {
+                penalty_percent: 300,
+            }),
+            _ => match s.split_once('=') {
+                Some(("congested", percent)) => Ok(PathState::Congested {
+                    penalty_percent: percent.parse().map_err(|_| "want congested=PERCENT")?,
+                }),
+                _ => Err("want clear, congested[=PERCENT] or down"),
+            },
+        }
     }
 }
 
@@ -609,6 +646,47 @@ pub(crate) mod tests {
         let tag = mac.finalize().into_bytes();
         big[n - TAG_LEN..].copy_from_slice(&tag);
         assert_eq!(decode(&big, &key()), Err(DecodeError::Oversized));
+    }
+
+    #[test]
+    fn states_parse_what_they_display() {
+        for state in [AltState::Serving, AltState::Draining, AltState::Leaving] {
+            assert_eq!(state.to_string().parse(), Ok(state));
+        }
+        for path in [
+            PathState::Clear,
+            PathState::Down,
+            PathState::Congested {
+                penalty_percent: 150,
+            },
+        ] {
+            assert_eq!(path.to_string().parse(), Ok(path));
+        }
+        assert_eq!(
+            "congested".parse(),
+            Ok(PathState::Congested {
+                penalty_percent: 300
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_states_say_what_is_wanted() {
+        let want_alt = Err("want serving, draining or leaving");
+        for bad in ["", "Serving", "drain", "serving "] {
+            assert_eq!(bad.parse::<AltState>(), want_alt, "{bad:?}");
+        }
+        let want_path = Err("want clear, congested[=PERCENT] or down");
+        for bad in ["", "up", "clear=1", "down=0", "congested:5"] {
+            assert_eq!(bad.parse::<PathState>(), want_path, "{bad:?}");
+        }
+        for bad in ["congested=", "congested=lots", "congested=-1"] {
+            assert_eq!(
+                bad.parse::<PathState>(),
+                Err("want congested=PERCENT"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
