@@ -109,7 +109,7 @@ impl Identity {
 /// What one boot did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootRecord {
-    /// Client number.
+    /// Its number in the storm, from 0; its MAC and UUID derive from it.
     pub index: u32,
     /// When it started, from the start of the storm.
     pub started: Duration,
@@ -627,9 +627,10 @@ pub struct Summary {
     pub failures: u32,
     /// Boots that fell back at least once.
     pub fell_back: u32,
-    /// Completion times (start of the storm to end of each boot): median, 99th percentile, max.
+    /// Median completion time (start of the storm to the end of a boot), of the boots that
+    /// succeeded.
     pub p50: Duration,
-    /// 99th percentile.
+    /// 99th-percentile completion time, counted the same way.
     pub p99: Duration,
     /// The last boot's end: the makespan.
     pub max: Duration,

@@ -112,7 +112,7 @@ pub struct LoadReport {
     pub load_avg_centi: u32,
     /// SHA-256 over the boot-file set served.
     pub digest: [u8; 32],
-    /// Serving state.
+    /// Whether it takes new clients, finishes its transfers first, or is shutting down.
     pub state: AltState,
     // Appended fields (see the module documentation: zero means "not known").
     /// How many times this alternate has started, kept in its state file (0: it keeps none).
@@ -209,9 +209,9 @@ impl FromStr for PathState {
 /// Kind 4: mark an alternate's network path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkMark {
-    /// Alternate id.
+    /// The alternate whose path is marked (its report's id).
     pub alternate: String,
-    /// New state.
+    /// The mark to apply, replacing the last one.
     pub state: PathState,
     /// Sender's wall clock, Unix milliseconds: marks older than the last one applied, or more
     /// than a minute away from the central's clock, are dropped (replay protection).
@@ -221,7 +221,7 @@ pub struct NetworkMark {
 /// Kind 2: ask a central for its table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRequest {
-    /// Echoed in the answer.
+    /// Random per request, echoed in the answer so that the tool takes only its own.
     pub nonce: u64,
     /// Sender's wall clock, Unix milliseconds (requests more than a minute off are dropped, so
     /// a captured request cannot be replayed at someone else later).
@@ -241,16 +241,16 @@ pub struct StatusRow {
     pub excluded: Option<String>,
     /// Clients sent there and not yet seen in its reports.
     pub promised: u32,
-    /// Network path mark.
+    /// The last network path mark applied to it (`Clear` if none).
     pub path: PathState,
 }
 
 /// Kind 3: a central's table, in list order (included ones best first, then excluded ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusAnswer {
-    /// The request's nonce.
+    /// The request's nonce, echoed.
     pub nonce: u64,
-    /// Rows.
+    /// One per alternate in the table, in list order.
     pub rows: Vec<StatusRow>,
     /// Reports dropped since start, by reason: bad tag, replayed, unknown alternate, malformed.
     pub dropped: [u64; 4],
@@ -264,13 +264,13 @@ pub struct StatusAnswer {
 /// Any message on the report port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Kind 1.
+    /// Kind 1: an alternate's load, to every central it reports to.
     Report(LoadReport),
-    /// Kind 2.
+    /// Kind 2: the report tool asks a central for its table.
     StatusRequest(StatusRequest),
-    /// Kind 3.
+    /// Kind 3: the central's answer to kind 2.
     StatusAnswer(StatusAnswer),
-    /// Kind 4.
+    /// Kind 4: an operator or another service marks an alternate's network path.
     Mark(NetworkMark),
 }
 
