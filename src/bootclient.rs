@@ -28,6 +28,7 @@ use smol::LocalExecutor;
 use crate::formats::alt_list::{self, AltEntry, LIST_PATH};
 use crate::formats::boot_config::{self, CONFIG_DIR};
 use crate::http::client::HttpClient;
+use crate::json;
 use crate::net::ask;
 use crate::pxe::client::{PxeAnswer, PxeClient};
 use crate::tftp::client::{fetch, Patience};
@@ -108,7 +109,7 @@ impl Identity {
 /// What one boot did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootRecord {
-    /// Client number.
+    /// Its number in the storm, from 0; its MAC and UUID derive from it.
     pub index: u32,
     /// When it started, from the start of the storm.
     pub started: Duration,
@@ -138,6 +139,27 @@ impl BootRecord {
         let who = Identity::numbered(self.index);
         Some(reason.replace(&who.uuid, "UUID").replace(&who.mac, "MAC"))
     }
+
+    /// One JSON object, as `bootherd client --json` prints per client: `index`, `start_s`,
+    /// `duration_s`, `alternate` (or `null`), `fell_back`, `bytes` and `error` (or `null`).
+    pub fn to_json(&self) -> String {
+        let fell_back: Vec<String> = self.fell_back.iter().map(|f| json::string(f)).collect();
+        format!(
+            "{{\"index\":{},\"start_s\":{},\"duration_s\":{},\"alternate\":{},\"fell_back\":[{}],\"bytes\":{},\"error\":{}}}",
+            self.index,
+            seconds(self.started),
+            seconds(self.duration),
+            json::string_or_null(self.alternate.as_deref()),
+            fell_back.join(","),
+            self.bytes,
+            json::string_or_null(self.error.as_deref())
+        )
+    }
+}
+
+/// Seconds with millisecond precision, as the JSON output gives times.
+fn seconds(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
 }
 
 /// Counts and hashes what is written, keeping nothing.
@@ -605,9 +627,10 @@ pub struct Summary {
     pub failures: u32,
     /// Boots that fell back at least once.
     pub fell_back: u32,
-    /// Completion times (start of the storm to end of each boot): median, 99th percentile, max.
+    /// Median completion time (start of the storm to the end of a boot), of the boots that
+    /// succeeded.
     pub p50: Duration,
-    /// 99th percentile.
+    /// 99th-percentile completion time, counted the same way.
     pub p99: Duration,
     /// The last boot's end: the makespan.
     pub max: Duration,
@@ -650,6 +673,35 @@ impl Summary {
             bytes: records.iter().map(|r| r.bytes).sum(),
             failure_reasons,
         }
+    }
+
+    /// One JSON object, as `bootherd client --json` prints it for a storm of `clients`:
+    /// counts, `makespan_s`, `p50_s`, `p99_s`, `bytes`, `share` (clients per alternate) and
+    /// `failures` (each distinct reason with its count).
+    pub fn to_json(&self, clients: usize) -> String {
+        let share: Vec<String> = self
+            .share
+            .iter()
+            .map(|(alt, n)| format!("{}:{n}", json::string(alt)))
+            .collect();
+        let reasons: Vec<String> = self
+            .failure_reasons
+            .iter()
+            .map(|(reason, n)| format!("{{\"reason\":{},\"count\":{n}}}", json::string(reason)))
+            .collect();
+        format!(
+            "{{\"clients\":{},\"booted\":{},\"failed\":{},\"fell_back\":{},\"makespan_s\":{},\"p50_s\":{},\"p99_s\":{},\"bytes\":{},\"share\":{{{}}},\"failures\":[{}]}}",
+            clients,
+            clients as u32 - self.failures,
+            self.failures,
+            self.fell_back,
+            seconds(self.max),
+            seconds(self.p50),
+            seconds(self.p99),
+            self.bytes,
+            share.join(","),
+            reasons.join(",")
+        )
     }
 
     /// One line: `share alt1 60, alt2 30, alt3 10; p50 … p99 … max …; 0 failed`.
@@ -704,6 +756,23 @@ mod tests {
         assert_eq!(s.max, Duration::from_millis(1000));
         assert_eq!(s.bytes, 1000);
         assert_eq!(s.failure_reasons, [("boom (x)".to_string(), 1)]);
+    }
+
+    #[test]
+    fn json_shape() {
+        let records = [record(0, None, 5), record(1, Some("alt \"1\""), 1250)];
+        assert_eq!(
+            records[0].to_json(),
+            "{\"index\":0,\"start_s\":0.000,\"duration_s\":0.005,\"alternate\":null,\"fell_back\":[\"x\"],\"bytes\":0,\"error\":\"boom\"}"
+        );
+        assert_eq!(
+            records[1].to_json(),
+            "{\"index\":1,\"start_s\":0.000,\"duration_s\":1.250,\"alternate\":\"alt \\\"1\\\"\",\"fell_back\":[],\"bytes\":10,\"error\":null}"
+        );
+        assert_eq!(
+            Summary::of(&records).to_json(records.len()),
+            "{\"clients\":2,\"booted\":1,\"failed\":1,\"fell_back\":1,\"makespan_s\":1.250,\"p50_s\":1.250,\"p99_s\":1.250,\"bytes\":10,\"share\":{\"alt \\\"1\\\"\":1},\"failures\":[{\"reason\":\"boom (x)\",\"count\":1}]}"
+        );
     }
 
     #[test]

@@ -1278,6 +1278,44 @@ expected_digest = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABA
     }
 
     #[test]
+    fn key_files_are_read_whatever_their_path() {
+        use crate::report::wire::{decode, encode, Message, StatusRequest};
+        // A quote or backslash in a path must not matter (the key is never put into config
+        // text), and the key is the file's hex, or its bytes when it is not hex.
+        let dir = TempDir::new("key path");
+        let odd = dir.path().join("a \"quoted\" \\ dir");
+        std::fs::create_dir_all(&odd).unwrap();
+        let raw = b"sixteen raw bytes, not hex";
+        for (name, contents, bytes) in [
+            (
+                "hex.key",
+                KEY_HEX.as_bytes(),
+                &from_hex(KEY_HEX).unwrap()[..],
+            ),
+            ("raw.key", &raw[..], &raw[..]),
+        ] {
+            let path = odd.join(name);
+            std::fs::write(&path, contents).unwrap();
+            let read = read_key(&path).unwrap();
+            let signed = encode(
+                &Message::StatusRequest(StatusRequest {
+                    nonce: 1,
+                    unix_ms: 2,
+                }),
+                &read,
+            )
+            .unwrap();
+            assert!(decode(&signed, &Key::new(bytes).unwrap()).is_ok(), "{name}");
+        }
+        let missing = odd.join("missing.key");
+        let err = read_key(&missing).err().unwrap();
+        assert!(
+            err.starts_with(&format!("cannot read {}", missing.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn key_from_a_systemd_credential() {
         let (dir, c) = with_key("key_credential = \"site.key\"\nkey_file = \"report.key\"\n");
         let c = c.unwrap();

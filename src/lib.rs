@@ -28,6 +28,7 @@ pub mod config;
 pub mod demo;
 pub mod formats;
 pub mod http;
+mod json;
 pub mod lifecycle;
 pub mod log;
 pub mod metrics;
@@ -38,5 +39,7 @@ pub mod report;
 pub mod sys;
 pub mod tftp;
 
-#[doc(hidden)]
-pub mod testutil; // shared by the unit tests and the integration tests
+// The integration tests include the same file by path (tests/common), so the helpers never
+// ship in the library.
+#[cfg(test)]
+mod testutil;

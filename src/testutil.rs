@@ -1,4 +1,4 @@
-//! Helpers for the unit and integration tests (not part of the API).
+//! Helpers for the unit tests, and for the integration tests, which include this file by path.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    /// Its path.
+    /// Where the directory is; it stays until the value is dropped.
     pub fn path(&self) -> &Path {
         &self.0
     }

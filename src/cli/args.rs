@@ -85,16 +85,19 @@ impl Args {
     {
         self.take_all(names)?
             .pop()
-            .map(|(name, raw)| {
-                raw.parse::<T>()
-                    .map_err(|e| UsageError(format!("{name} {raw:?}: {e}")))
-            })
+            .map(|(name, raw)| parse(&name, &raw))
             .transpose()
     }
 
-    /// Removes every occurrence of a repeatable option, in order.
-    pub fn values(&mut self, names: &[&str]) -> Result<Vec<String>, UsageError> {
-        Ok(self.take_all(names)?.into_iter().map(|(_, v)| v).collect())
+    /// Removes every occurrence of a repeatable option and parses each value, in order.
+    pub fn values<T: FromStr>(&mut self, names: &[&str]) -> Result<Vec<T>, UsageError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.take_all(names)?
+            .into_iter()
+            .map(|(name, raw)| parse(&name, &raw))
+            .collect()
     }
 
     /// Like [`Args::value`], but the option must be present.
@@ -125,6 +128,15 @@ impl Args {
     }
 }
 
+/// An option's value, parsed; a mistake names the option and the value as given.
+fn parse<T: FromStr>(name: &str, raw: &str) -> Result<T, UsageError>
+where
+    T::Err: fmt::Display,
+{
+    raw.parse()
+        .map_err(|e| UsageError(format!("{name} {raw:?}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +165,15 @@ mod tests {
         assert_eq!(a.positional("URL").unwrap(), "url");
         a.finish().unwrap();
         let mut a = args(&["--set", "a=1", "--set=b=2", "--set", "c=3"]);
-        assert_eq!(a.values(&["--set"]).unwrap(), ["a=1", "b=2", "c=3"]);
+        assert_eq!(
+            a.values::<String>(&["--set"]).unwrap(),
+            ["a=1", "b=2", "c=3"]
+        );
+        let mut a = args(&["--port", "69", "--port=x"]);
+        assert_eq!(
+            a.values::<u16>(&["--port"]).unwrap_err().0,
+            "--port \"x\": invalid digit found in string"
+        );
     }
 
     #[test]

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use super::args::{Args, UsageError};
 use super::fetch::resolve;
-use super::report::json_str;
 use super::{say, CliError};
-use crate::bootclient::{storm, Assign, BootRecord, ClientOptions, ListSource, PxeSteps, Summary};
+use crate::bootclient::{storm, Assign, ClientOptions, ListSource, PxeSteps, Summary};
 use crate::demo::DemoOptions;
 use crate::formats::alt_list::AltEntry;
 
@@ -154,11 +153,11 @@ pub fn client(mut args: Args) -> Result<(), CliError> {
     if json {
         say!(
             "{{\"summary\":{},\n\"clients\":[",
-            summary_json(&summary, &records)
+            summary.to_json(records.len())
         );
         for (n, r) in records.iter().enumerate() {
             let comma = if n + 1 < records.len() { "," } else { "" };
-            say!("{}{comma}", record_json(r));
+            say!("{}{comma}", r.to_json());
         }
         say!("]}}");
     } else {
@@ -225,50 +224,6 @@ fn parse_alternates(list: &str, http_port: Option<u16>) -> Result<Vec<AltEntry>,
         });
     }
     Ok(entries)
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
-}
-
-fn summary_json(s: &Summary, records: &[BootRecord]) -> String {
-    let share: Vec<String> = s
-        .share
-        .iter()
-        .map(|(alt, n)| format!("{}:{n}", json_str(alt)))
-        .collect();
-    let reasons: Vec<String> = s
-        .failure_reasons
-        .iter()
-        .map(|(reason, n)| format!("{{\"reason\":{},\"count\":{n}}}", json_str(reason)))
-        .collect();
-    format!(
-        "{{\"clients\":{},\"booted\":{},\"failed\":{},\"fell_back\":{},\"makespan_s\":{},\"p50_s\":{},\"p99_s\":{},\"bytes\":{},\"share\":{{{}}},\"failures\":[{}]}}",
-        records.len(),
-        records.len() as u32 - s.failures,
-        s.failures,
-        s.fell_back,
-        seconds(s.max),
-        seconds(s.p50),
-        seconds(s.p99),
-        s.bytes,
-        share.join(","),
-        reasons.join(",")
-    )
-}
-
-fn record_json(r: &BootRecord) -> String {
-    let fell_back: Vec<String> = r.fell_back.iter().map(|f| json_str(f)).collect();
-    format!(
-        "{{\"index\":{},\"start_s\":{},\"duration_s\":{},\"alternate\":{},\"fell_back\":[{}],\"bytes\":{},\"error\":{}}}",
-        r.index,
-        seconds(r.started),
-        seconds(r.duration),
-        r.alternate.as_deref().map_or("null".into(), json_str),
-        fell_back.join(","),
-        r.bytes,
-        r.error.as_deref().map_or("null".into(), json_str)
-    )
 }
 
 pub fn demo(mut args: Args) -> Result<(), CliError> {

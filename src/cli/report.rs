@@ -10,7 +10,7 @@ use crate::config::{read_key, Config};
 use crate::report::client;
 use crate::report::monitor::digest_dir;
 use crate::report::wire::{
-    decode, from_hex, hex, AltState, Key, LoadReport, Message, NetworkMark, PathState, StatusRow,
+    decode, from_hex, hex, AltState, Key, LoadReport, Message, NetworkMark, PathState,
     MAX_DATAGRAM_LEN,
 };
 use crate::sys::{fill_random, random_u64, unix_ms};
@@ -124,14 +124,9 @@ fn keygen(output: Option<&std::path::Path>) -> Result<(), CliError> {
 
 fn send(mut args: Args) -> Result<(), CliError> {
     let key = key(&mut args)?;
-    let to = parse_all::<SocketAddr>(args.values(&["--to"])?, "--to")?;
-    let addresses = parse_all::<SocketAddr>(args.values(&["--address"])?, "--address")?;
-    let state = match args.value::<String>(&["--state"])?.as_deref() {
-        None | Some("serving") => AltState::Serving,
-        Some("draining") => AltState::Draining,
-        Some("leaving") => AltState::Leaving,
-        Some(other) => return Err(UsageError(format!("--state {other:?}")).into()),
-    };
+    let to: Vec<SocketAddr> = args.values(&["--to"])?;
+    let addresses = args.values(&["--address"])?;
+    let state = args.value(&["--state"])?.unwrap_or(AltState::Serving);
     let digest = match args.value::<String>(&["--digest"])? {
         None => [0; 32],
         Some(h) => from_hex(&h)
@@ -179,18 +174,6 @@ fn send(mut args: Args) -> Result<(), CliError> {
         Ok::<_, String>(())
     })
     .map_err(CliError::Failed)
-}
-
-fn parse_all<T: std::str::FromStr>(raw: Vec<String>, flag: &str) -> Result<Vec<T>, CliError>
-where
-    T::Err: std::fmt::Display,
-{
-    raw.iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|e| UsageError(format!("{flag} {s:?}: {e}")).into())
-        })
-        .collect()
 }
 
 fn watch(mut args: Args) -> Result<(), CliError> {
@@ -261,26 +244,8 @@ fn mark(mut args: Args) -> Result<(), CliError> {
     let key = key(&mut args)?;
     let central: SocketAddr = args.required(&["--central"])?;
     let alternate: String = args.required(&["--alternate"])?;
-    let state: String = args.required(&["--state"])?;
+    let state: PathState = args.required(&["--state"])?;
     args.finish()?;
-    let state = match state.split_once('=') {
-        _ if state == "clear" => PathState::Clear,
-        _ if state == "down" => PathState::Down,
-        _ if state == "congested" => PathState::Congested {
-            penalty_percent: 300,
-        },
-        Some(("congested", pct)) => PathState::Congested {
-            penalty_percent: pct
-                .parse()
-                .map_err(|_| UsageError(format!("--state {state:?}: want congested=PERCENT")))?,
-        },
-        _ => {
-            return Err(UsageError(format!(
-                "--state {state:?}: want clear, congested[=PERCENT] or down"
-            ))
-            .into())
-        }
-    };
     let message = Message::Mark(NetworkMark {
         alternate,
         state,
@@ -296,139 +261,12 @@ pub fn status(mut args: Args) -> Result<(), CliError> {
     args.finish()?;
     let answer = smol::block_on(client::status(central, &key, Duration::from_millis(500)))
         .map_err(CliError::Failed)?;
-    let [bad_tag, replayed, unknown, malformed] = answer.dropped;
-    let bad_tag_from = answer.bad_tag_from.map(|a| a.to_string());
     if json {
-        let rows: Vec<String> = answer.rows.iter().map(row_json).collect();
-        say!(
-            "{{\"central\":\"{central}\",\"alternates\":[{}],\"dropped\":{{\"bad_tag\":{bad_tag},\"replayed\":{replayed},\"unknown\":{unknown},\"malformed\":{malformed}}},\"bad_tag_from\":{},\"bad_tag_age_ms\":{}}}",
-            rows.join(","),
-            bad_tag_from.as_deref().map_or("null".into(), json_str),
-            answer.bad_tag_age_ms
-        );
-        return Ok(());
-    }
-    say!(
-        "{:<3} {:<12} {:>9} {:>7} {:>11} {:>11} {:>17} {:>6} {:>8} {:>7} {:>13}  addresses / why excluded",
-        "#",
-        "alternate",
-        "score",
-        "active",
-        "pending",
-        "rate",
-        "capacity",
-        "mem",
-        "promised",
-        "age",
-        "path",
-    );
-    for (n, row) in answer.rows.iter().enumerate() {
-        let r = &row.report;
-        let (rank, score, tail) = match (&row.score_us, &row.excluded) {
-            (Some(s), _) => (
-                (n + 1).to_string(),
-                format!("{:.3} s", *s as f64 / 1e6),
-                r.addresses
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            (None, why) => (
-                "-".into(),
-                "-".into(),
-                format!("excluded: {}", why.as_deref().unwrap_or("?")),
-            ),
-        };
-        say!(
-            "{rank:<3} {:<12} {score:>9} {:>7} {:>8.1} MB {:>6.1} MB/s {:>17} {:>5.1}% {:>8} {:>5} ms {:>13}  {tail}",
-            r.alternate,
-            format!("{}/{}", r.active_transfers, r.max_transfers),
-            r.pending_bytes.max(r.bytes_remaining) as f64 / 1e6,
-            r.bytes_per_sec as f64 / 1e6,
-            format!(
-                "{:.1} MB/s {}",
-                r.link_bytes_per_sec as f64 / 1e6,
-                match r.capacity_evidence_s {
-                    0 => "prior".to_string(),
-                    s => format!("{s} s"),
-                }
-            ),
-            f64::from(r.mem_permille) / 10.0,
-            row.promised,
-            row.age_ms,
-            row.path.to_string(),
-        );
-    }
-    say!("dropped messages: bad tag {bad_tag}, replayed {replayed}, unknown alternate {unknown}, malformed {malformed}");
-    if let Some(from) = bad_tag_from {
-        say!(
-            "last datagram failing authentication (wrong key?) from {from}, {:.1} s ago",
-            answer.bad_tag_age_ms as f64 / 1000.0
-        );
-    }
-    Ok(())
-}
-
-/// A JSON string literal (ids and reasons are plain text, but escape what JSON requires).
-pub(super) fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+        say!("{}", answer.to_json(central));
+    } else {
+        for line in answer.table() {
+            say!("{line}");
         }
     }
-    out.push('"');
-    out
-}
-
-fn row_json(row: &StatusRow) -> String {
-    let r = &row.report;
-    let addresses: Vec<String> = r
-        .addresses
-        .iter()
-        .map(|a| json_str(&a.to_string()))
-        .collect();
-    format!(
-        "{{\"id\":{},\"addresses\":[{}],\"score_us\":{},\"excluded\":{},\"state\":\"{}\",\"active\":{},\"max_transfers\":{},\"bytes_remaining\":{},\"pending_bytes\":{},\"boot_bytes\":{},\"bytes_per_sec\":{},\"link_bytes_per_sec\":{},\"capacity_evidence_s\":{},\"boot_count\":{},\"datagrams_sent\":{},\"datagrams_resent\":{},\"process_cpu_permille\":{},\"cpu_permille\":{},\"mem_permille\":{},\"load_avg_centi\":{},\"boots_started\":{},\"promised\":{},\"age_ms\":{},\"path\":{},\"sequence\":{},\"digest\":\"{}\"}}",
-        json_str(&r.alternate),
-        addresses.join(","),
-        row.score_us.map_or("null".into(), |s| s.to_string()),
-        row.excluded.as_deref().map_or("null".into(), json_str),
-        r.state,
-        r.active_transfers,
-        r.max_transfers,
-        r.bytes_remaining,
-        r.pending_bytes,
-        r.boot_bytes,
-        r.bytes_per_sec,
-        r.link_bytes_per_sec,
-        r.capacity_evidence_s,
-        r.boot_count,
-        r.datagrams_sent,
-        r.datagrams_resent,
-        r.process_cpu_permille,
-        r.cpu_permille,
-        r.mem_permille,
-        r.load_avg_centi,
-        r.boots_started,
-        row.promised,
-        row.age_ms,
-        json_str(&row.path.to_string()),
-        r.sequence,
-        hex(&r.digest)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-    }
+    Ok(())
 }

@@ -12,6 +12,7 @@
 //! and central), 4 network mark (operator or another service to central).
 
 use core::fmt;
+use core::str::FromStr;
 use std::net::SocketAddr;
 
 use hmac::{KeyInit, Mac};
@@ -111,7 +112,7 @@ pub struct LoadReport {
     pub load_avg_centi: u32,
     /// SHA-256 over the boot-file set served.
     pub digest: [u8; 32],
-    /// Serving state.
+    /// Whether it takes new clients, finishes its transfers first, or is shutting down.
     pub state: AltState,
     // Appended fields (see the module documentation: zero means "not known").
     /// How many times this alternate has started, kept in its state file (0: it keeps none).
@@ -169,12 +170,48 @@ impl fmt::Display for AltState {
     }
 }
 
+/// The words [`AltState`]'s `Display` writes: `serving`, `draining`, `leaving`.
+impl FromStr for AltState {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "serving" => Ok(AltState::Serving),
+            "draining" => Ok(AltState::Draining),
+            "leaving" => Ok(AltState::Leaving),
+            _ => Err("want serving, draining or leaving"),
+        }
+    }
+}
+
+/// What [`PathState`]'s `Display` writes (`clear`, `congested=PERCENT`, `down`), and a bare
+/// `congested`, which means a penalty of 300 percent.
+impl FromStr for PathState {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "clear" => Ok(PathState::Clear),
+            "down" => Ok(PathState::Down),
+            "congested" => Ok(PathState::Congested {
+                penalty_percent: 300,
+            }),
+            _ => match s.split_once('=') {
+                Some(("congested", percent)) => Ok(PathState::Congested {
+                    penalty_percent: percent.parse().map_err(|_| "want congested=PERCENT")?,
+                }),
+                _ => Err("want clear, congested[=PERCENT] or down"),
+            },
+        }
+    }
+}
+
 /// Kind 4: mark an alternate's network path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkMark {
-    /// Alternate id.
+    /// The alternate whose path is marked (its report's id).
     pub alternate: String,
-    /// New state.
+    /// The mark to apply, replacing the last one.
     pub state: PathState,
     /// Sender's wall clock, Unix milliseconds: marks older than the last one applied, or more
     /// than a minute away from the central's clock, are dropped (replay protection).
@@ -184,7 +221,7 @@ pub struct NetworkMark {
 /// Kind 2: ask a central for its table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRequest {
-    /// Echoed in the answer.
+    /// Random per request, echoed in the answer so that the tool takes only its own.
     pub nonce: u64,
     /// Sender's wall clock, Unix milliseconds (requests more than a minute off are dropped, so
     /// a captured request cannot be replayed at someone else later).
@@ -204,16 +241,16 @@ pub struct StatusRow {
     pub excluded: Option<String>,
     /// Clients sent there and not yet seen in its reports.
     pub promised: u32,
-    /// Network path mark.
+    /// The last network path mark applied to it (`Clear` if none).
     pub path: PathState,
 }
 
 /// Kind 3: a central's table, in list order (included ones best first, then excluded ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusAnswer {
-    /// The request's nonce.
+    /// The request's nonce, echoed.
     pub nonce: u64,
-    /// Rows.
+    /// One per alternate in the table, in list order.
     pub rows: Vec<StatusRow>,
     /// Reports dropped since start, by reason: bad tag, replayed, unknown alternate, malformed.
     pub dropped: [u64; 4],
@@ -227,13 +264,13 @@ pub struct StatusAnswer {
 /// Any message on the report port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Kind 1.
+    /// Kind 1: an alternate's load, to every central it reports to.
     Report(LoadReport),
-    /// Kind 2.
+    /// Kind 2: the report tool asks a central for its table.
     StatusRequest(StatusRequest),
-    /// Kind 3.
+    /// Kind 3: the central's answer to kind 2.
     StatusAnswer(StatusAnswer),
-    /// Kind 4.
+    /// Kind 4: an operator or another service marks an alternate's network path.
     Mark(NetworkMark),
 }
 
@@ -609,6 +646,47 @@ pub(crate) mod tests {
         let tag = mac.finalize().into_bytes();
         big[n - TAG_LEN..].copy_from_slice(&tag);
         assert_eq!(decode(&big, &key()), Err(DecodeError::Oversized));
+    }
+
+    #[test]
+    fn states_parse_what_they_display() {
+        for state in [AltState::Serving, AltState::Draining, AltState::Leaving] {
+            assert_eq!(state.to_string().parse(), Ok(state));
+        }
+        for path in [
+            PathState::Clear,
+            PathState::Down,
+            PathState::Congested {
+                penalty_percent: 150,
+            },
+        ] {
+            assert_eq!(path.to_string().parse(), Ok(path));
+        }
+        assert_eq!(
+            "congested".parse(),
+            Ok(PathState::Congested {
+                penalty_percent: 300
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_states_say_what_is_wanted() {
+        let want_alt = Err("want serving, draining or leaving");
+        for bad in ["", "Serving", "drain", "serving "] {
+            assert_eq!(bad.parse::<AltState>(), want_alt, "{bad:?}");
+        }
+        let want_path = Err("want clear, congested[=PERCENT] or down");
+        for bad in ["", "up", "clear=1", "down=0", "congested:5"] {
+            assert_eq!(bad.parse::<PathState>(), want_path, "{bad:?}");
+        }
+        for bad in ["congested=", "congested=lots", "congested=-1"] {
+            assert_eq!(
+                bad.parse::<PathState>(),
+                Err("want congested=PERCENT"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,10 @@ pub fn bootherd() -> &'static str {
     env!("CARGO_BIN_EXE_bootherd")
 }
 
-pub use bootherd::testutil::TempDir;
+// The unit tests' helpers, compiled in here too: they are not part of the library.
+#[path = "../../src/testutil.rs"]
+mod testutil;
+pub use testutil::TempDir;
 
 /// The real user ID of process `pid`, from `/proc/PID/status`.
 pub fn uid(pid: u32) -> u32 {
