@@ -438,21 +438,16 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused_with_error_8() {
-        for datagram in [
-            &b"\x00\x01f\x00octet\x00blksize\x007\x00"[..],
-            b"\x00\x01f\x00octet\x00windowsize\x000\x00",
-            b"\x00\x01f\x00octet\x00blksize\x00big\x00",
-        ] {
-            let refusal = refusal(&endpoint(), datagram);
-            assert_eq!(
-                (refusal.code, refusal.message),
-                (ErrorCode::OptionRefused, "option refused")
-            );
-            assert!(matches!(
-                refusal.reason.as_deref(),
-                Some(Reason::Option { .. })
-            ));
-        }
+        // Which values are bad is the negotiation's business (see `options`); here, the answer.
+        let refusal = refusal(&endpoint(), b"\x00\x01f\x00octet\x00blksize\x007\x00");
+        assert_eq!(
+            (refusal.code, refusal.message),
+            (ErrorCode::OptionRefused, "option refused")
+        );
+        assert!(matches!(
+            refusal.reason.as_deref(),
+            Some(Reason::Option { path, refused }) if path.as_str() == "f" && refused.value == "7"
+        ));
     }
 
     #[test]
@@ -476,14 +471,14 @@ mod tests {
     }
 
     #[test]
-    fn a_closing_server_refuses_requests_but_not_after_a_malformed_one() {
+    fn a_closing_server_refuses_every_well_formed_request() {
         let endpoint = Endpoint {
             closing: true,
             ..endpoint()
         };
-        let refusal = refusal(&endpoint, RRQ_OPTIONS);
+        let closing = refusal(&endpoint, RRQ_OPTIONS);
         assert_eq!(
-            (refusal.code, refusal.message, refusal.reason.is_none()),
+            (closing.code, closing.message, closing.reason.is_none()),
             (
                 ErrorCode::NotDefined,
                 "server shutting down, try another server",
@@ -491,9 +486,9 @@ mod tests {
             )
         );
         // The shutdown is checked after the packet, before the name.
-        let malformed = super::tests::refusal(&endpoint, b"\x00\x01x");
+        let malformed = refusal(&endpoint, b"\x00\x01x");
         assert_eq!(malformed.code, ErrorCode::IllegalOperation);
-        let hostile = super::tests::refusal(&endpoint, b"\x00\x01/etc/passwd\x00octet\x00");
+        let hostile = refusal(&endpoint, b"\x00\x01/etc/passwd\x00octet\x00");
         assert_eq!(hostile.code, ErrorCode::NotDefined);
     }
 

@@ -29,7 +29,7 @@ use std::time::Instant;
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Task};
 
-use super::endpoint::{DatagramEvent, Endpoint, Incoming, NewTransfer, Reason, Refusal};
+use super::endpoint::{DatagramEvent, Endpoint, Incoming, Reason, Refusal};
 use super::options::Limits;
 use super::path::SafePath;
 use super::progress::{Progress, TransferGuard};
@@ -426,28 +426,24 @@ impl Server {
     fn start(&self, incoming: Incoming, opened: Opened) -> Result<Box<Job>, Refusal> {
         let from = incoming.from;
         let now = Instant::now();
-        let NewTransfer {
-            transfer,
-            content,
-            path,
-            guard,
-            blksize,
-            windowsize,
-        } = self
+        let new = self
             .endpoint()
             .accept(incoming, opened, &self.progress, now)?;
         log::debug!(
-            "tftp: {from}: sending {path} ({} bytes, blksize {blksize}, windowsize {windowsize})",
-            content.len(),
+            "tftp: {from}: sending {} ({} bytes, blksize {}, windowsize {})",
+            new.path,
+            new.content.len(),
+            new.blksize,
+            new.windowsize
         );
         Ok(Box::new(Job {
-            transfer,
+            transfer: new.transfer,
             source: self.source.clone(),
             pacer: self.pacer.clone(),
             prepaid: 0,
-            content,
-            guard,
-            path,
+            content: new.content,
+            guard: new.guard,
+            path: new.path,
             started: now,
         }))
     }
