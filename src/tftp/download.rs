@@ -442,7 +442,10 @@ impl Download {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::options::{negotiate, Limits, Negotiated};
+    use crate::tftp::endpoint::{DatagramEvent, Endpoint};
+    use crate::tftp::options::{Limits, Negotiated};
+    use crate::tftp::progress::Progress;
+    use crate::tftp::source::Content;
     use crate::tftp::transfer::{Outcome, Retransmit, Transfer, TransferStats};
     use std::collections::VecDeque;
 
@@ -755,14 +758,15 @@ mod tests {
     }
 
     /// A client and a [`Transfer`] on a simulated network, on a fake clock: time jumps to
-    /// the next arrival or timer. `fate(n)` decides what happens to the n-th datagram.
+    /// the next arrival or timer. `fate(n)` decides what happens to the n-th datagram. The
+    /// request is admitted by the server's own [`Endpoint`].
     struct Sim<C> {
         now: Instant,
         client: C,
         server: Option<Transfer>,
         file: Vec<u8>,
         got: Vec<u8>,
-        limits: Limits,
+        endpoint: Endpoint,
         up: Link,
         down: Link,
         sent: usize,
@@ -799,9 +803,15 @@ mod tests {
                 server: None,
                 file: (0..size).map(|i| (i % 253) as u8).collect(),
                 got: Vec::new(),
-                limits: Limits {
-                    max_blksize: 65464,
-                    max_windowsize: 64,
+                endpoint: Endpoint {
+                    limits: Limits {
+                        max_blksize: 65464,
+                        max_windowsize: 64,
+                    },
+                    retransmit: Retransmit::default(),
+                    max_transfers: 1,
+                    single_port: false,
+                    closing: false,
                 },
                 up: Link::new(Duration::ZERO),
                 down: Link::new(Duration::ZERO),
@@ -822,6 +832,21 @@ mod tests {
         fn bottleneck(mut self, rate: u64, queue: usize) -> Self {
             self.down.bottleneck = Some((rate, queue));
             self
+        }
+
+        /// The transfer the endpoint starts for the client's first datagram. The simulated
+        /// clients only send read requests it accepts.
+        fn admit(&self, datagram: &[u8]) -> Transfer {
+            let incoming = match self.endpoint.handle(CLIENT, datagram) {
+                DatagramEvent::Incoming(incoming) => incoming,
+                other => panic!("request not admitted: {other:?}"),
+            };
+            let file = Content::Bytes(self.file[..].into());
+            let new = self
+                .endpoint
+                .accept(incoming, Ok(file), &Progress::new(), self.now)
+                .expect("a free slot and a file");
+            new.transfer
         }
 
         /// Runs to completion.
@@ -876,19 +901,9 @@ mod tests {
                     .expect("deadlock: nothing in flight and no timer");
                 self.now = self.now.max(next);
                 if let Some(d) = self.up.arrive(self.now) {
-                    match (&mut self.server, Packet::parse(&d)) {
-                        (None, Ok(Packet::Read(req))) => {
-                            let n = negotiate(req.options, self.limits, self.file.len() as u64)
-                                .unwrap_or_else(|_| Negotiated::plain());
-                            self.server = Some(Transfer::new(
-                                CLIENT,
-                                n,
-                                Retransmit::default(),
-                                self.file.len() as u64,
-                            ));
-                        }
-                        (Some(s), _) => s.handle_datagram(self.now, CLIENT, &d),
-                        _ => {}
+                    match &mut self.server {
+                        Some(s) => s.handle_datagram(self.now, CLIENT, &d),
+                        None => self.server = Some(self.admit(&d)),
                     }
                 } else if let Some(d) = self.down.arrive(self.now) {
                     let from = if self.server.is_some() {

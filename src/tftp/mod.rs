@@ -1,12 +1,13 @@
 //! TFTP (RFC 1350 with the option extensions of RFC 2347, 2348, 2349 and 7440).
 //!
-//! Sans-IO cores: [`wire`] (packets), [`options`] (negotiation), [`transfer`] (server side of a
-//! transfer), [`download`] (client side), [`path`] (file name checks). Thin smol shells own the
-//! sockets and timers: [`server`] and [`client`]. [`source`] is where served bytes come from;
-//! [`progress`] is what the load monitor reads.
+//! Sans-IO cores: [`wire`] (packets), [`options`] (negotiation), [`endpoint`] (admission of
+//! requests), [`transfer`] (server side of a transfer), [`download`] (client side), [`path`] (file
+//! name checks). Thin smol shells own the sockets, timers and files: [`server`] and [`client`].
+//! [`source`] is where served bytes come from; [`progress`] is what the load monitor reads.
 
 pub mod client;
 pub mod download;
+pub mod endpoint;
 pub mod options;
 pub mod path;
 pub mod progress;

@@ -29,8 +29,9 @@ use std::time::Instant;
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Task};
 
-use super::options::{Limits, Requested};
-use super::path::{sanitize, SafePath};
+use super::endpoint::{DatagramEvent, Endpoint, Incoming, Reason, Refusal};
+use super::options::Limits;
+use super::path::SafePath;
 use super::progress::{Progress, TransferGuard};
 use super::ratelimit::Pacer;
 use super::source::{Content, FileSource, OpenError};
@@ -154,9 +155,6 @@ impl BatchBuffer {
     }
 }
 
-/// An ERROR to answer a request with.
-type Refusal = (ErrorCode, &'static str);
-
 /// Where a transfer's datagrams go out: its socket, how to batch on it, the shared buffer.
 struct Sink<'a> {
     socket: &'a Async<UdpSocket>,
@@ -176,22 +174,6 @@ struct Job {
     guard: TransferGuard,
     path: SafePath,
     started: Instant,
-}
-
-/// A read request that passed the checks that need no file system.
-struct Request {
-    from: SocketAddr,
-    path: SafePath,
-    mode: Mode,
-    options: Requested,
-}
-
-/// What to do with a datagram that arrived on the listening port.
-enum Admission {
-    Open(Request),
-    /// Refuse with an ERROR to the sender.
-    Refuse(Refusal),
-    Ignore,
 }
 
 /// Where [`flush`] left a transfer.
@@ -301,22 +283,28 @@ impl Server {
             let Some((n, from)) = received else {
                 return Ok(());
             };
-            match self.admit(from, &buf[..n]) {
-                Admission::Open(request) => tasks
-                    .spawn(self.serve_request(socket, request, scratch.clone()))
+            match self.endpoint().handle(from, &buf[..n]) {
+                DatagramEvent::Incoming(incoming) => tasks
+                    .spawn(self.serve_request(socket, incoming, scratch.clone()))
                     .detach(),
-                Admission::Refuse((code, message)) => refuse(socket, from, code, message).await,
-                Admission::Ignore => {}
+                DatagramEvent::Refuse(refusal) => send_refusal(socket, refusal).await,
+                DatagramEvent::Ignore => {}
             }
         }
     }
 
     /// Standard mode: opens the file, then serves it from a new socket.
-    async fn serve_request(&self, listener: &Async<UdpSocket>, request: Request, scratch: Scratch) {
-        let from = request.from;
-        let job = match self.open(request).await {
+    async fn serve_request(
+        &self,
+        listener: &Async<UdpSocket>,
+        incoming: Incoming,
+        scratch: Scratch,
+    ) {
+        let from = incoming.from;
+        let opened = self.open_file(&incoming).await;
+        let job = match self.start(incoming, opened) {
             Ok(job) => job,
-            Err((code, message)) => return refuse(listener, from, code, message).await,
+            Err(refusal) => return send_refusal(listener, refusal).await,
         };
         let bind_to = SocketAddr::new(self.config.listen.ip(), 0);
         match Async::<UdpSocket>::bind(bind_to) {
@@ -346,7 +334,7 @@ impl Server {
         };
         let mut jobs: HashMap<SocketAddr, Box<Job>> = HashMap::new();
         // Requests whose files are being opened (off the executor), with the task doing it.
-        let mut opening: Vec<(Request, Task<Opened>)> = Vec::new();
+        let mut opening: Vec<(Incoming, Task<Opened>)> = Vec::new();
         let mut wakeups = Wakeups::default();
         let mut buf = [0u8; RECEIVE_BUF_LEN];
         let mut deadline = Deadline::default();
@@ -379,27 +367,25 @@ impl Server {
                         job.transfer
                             .handle_datagram(Instant::now(), from, &buf[..n]);
                         wakeups.after_flush(&sink, &mut jobs, from).await;
-                    } else if opening.iter().all(|(request, _)| request.from != from) {
-                        match self.admit(from, &buf[..n]) {
-                            Admission::Open(request) => {
-                                let task = self.open_file(&request);
-                                opening.push((request, task));
+                    } else if opening.iter().all(|(incoming, _)| incoming.from != from) {
+                        match self.endpoint().handle(from, &buf[..n]) {
+                            DatagramEvent::Incoming(incoming) => {
+                                let task = self.open_file(&incoming);
+                                opening.push((incoming, task));
                             }
-                            Admission::Refuse((code, message)) => {
-                                refuse(socket, from, code, message).await
-                            }
-                            Admission::Ignore => {}
+                            DatagramEvent::Refuse(refusal) => send_refusal(socket, refusal).await,
+                            DatagramEvent::Ignore => {}
                         }
                     }
                 }
-                Some(Event::Opened((request, content))) => {
-                    let from = request.from;
-                    match self.start(request, content) {
+                Some(Event::Opened((incoming, opened))) => {
+                    let from = incoming.from;
+                    match self.start(incoming, opened) {
                         Ok(job) => {
                             jobs.insert(from, job);
                             wakeups.after_flush(&sink, &mut jobs, from).await;
                         }
-                        Err((code, message)) => refuse(socket, from, code, message).await,
+                        Err(refusal) => send_refusal(socket, refusal).await,
                     }
                 }
                 Some(Event::Stopping) | None => {}
@@ -416,113 +402,48 @@ impl Server {
         }
     }
 
-    /// Decides what to do with a datagram on the listening port, without touching the file
-    /// system.
-    fn admit(&self, from: SocketAddr, datagram: &[u8]) -> Admission {
-        let request = match Packet::parse(datagram) {
-            Ok(Packet::Read(request)) => request,
-            Ok(Packet::Write(request)) => {
-                log::warning_limited!(
-                    "tftp: {from}: write request for {:?} refused (read-only server)",
-                    request.filename
-                );
-                return Admission::Refuse((ErrorCode::AccessViolation, "read-only server"));
-            }
-            // ERRORs are never answered (RFC 1350); a stray ACK or DATA has no transfer here.
-            Ok(Packet::Error { .. }) => return Admission::Ignore,
-            Ok(_) => return Admission::Refuse((ErrorCode::UnknownTid, "no such transfer")),
-            Err(e) => {
-                log::warning_limited!("tftp: {from}: malformed request dropped: {e}");
-                return Admission::Refuse((ErrorCode::IllegalOperation, "malformed request"));
-            }
-        };
-        if self.shutdown.is_begun() {
-            return Admission::Refuse((
-                ErrorCode::NotDefined,
-                "server shutting down, try another server",
-            ));
-        }
-        let name = request.filename;
-        let path = match sanitize(name) {
-            Ok(path) => path,
-            Err(e) => {
-                log::warning_limited!("tftp: {from}: refused {name:?}: {e}");
-                return Admission::Refuse((ErrorCode::AccessViolation, "file name refused"));
-            }
-        };
-        match Requested::parse(request.options) {
-            Ok(options) => Admission::Open(Request {
-                from,
-                path,
-                mode: request.mode,
-                options,
-            }),
-            Err(refused) => {
-                log::warning_limited!("tftp: {from}: {path}: {refused}");
-                Admission::Refuse((ErrorCode::OptionRefused, "option refused"))
-            }
+    /// The admission rules as they stand: the latest tuning, and whether a stop has begun.
+    fn endpoint(&self) -> Endpoint {
+        let tuned = self.tuning.get();
+        Endpoint {
+            limits: tuned.limits,
+            retransmit: tuned.retransmit,
+            max_transfers: tuned.max_transfers,
+            single_port: self.config.single_port,
+            closing: self.shutdown.is_begun(),
         }
     }
 
-    /// Opens the file of `request` on a thread of the blocking pool.
-    fn open_file(&self, request: &Request) -> Task<Opened> {
+    /// Opens the file of `incoming` on a thread of the blocking pool.
+    fn open_file(&self, incoming: &Incoming) -> Task<Opened> {
         let source = self.source.clone();
-        let (from, path, mode) = (request.from, request.path.clone(), request.mode);
+        let (from, path, mode) = (incoming.from, incoming.path.clone(), incoming.mode);
         smol::unblock(move || open_content(&*source, &path, from, mode))
     }
 
-    /// Opens the file of `request` (off the executor) and starts its transfer.
-    async fn open(&self, request: Request) -> Result<Box<Job>, Refusal> {
-        let content = self.open_file(&request).await;
-        self.start(request, content)
-    }
-
-    /// Starts the transfer of `content` for `request`, if a slot is free.
-    fn start(&self, request: Request, content: Opened) -> Result<Box<Job>, Refusal> {
-        let Request {
-            from,
-            path,
-            options,
-            ..
-        } = request;
-        let content = content.map_err(|e| {
-            log::warning_limited!("tftp: {from}: {path}: {e}");
-            match e {
-                OpenError::NotFound => (ErrorCode::FileNotFound, "file not found"),
-                OpenError::Denied(why) => (ErrorCode::AccessViolation, why),
-                OpenError::Io(_) => (ErrorCode::NotDefined, "read error"),
-            }
-        })?;
-        let tuned = self.tuning.get();
-        let negotiated = options.grant(tuned.limits, content.len());
+    /// Starts the transfer of `incoming`, whose file opening gave `opened`, if the endpoint
+    /// admits it.
+    fn start(&self, incoming: Incoming, opened: Opened) -> Result<Box<Job>, Refusal> {
+        let from = incoming.from;
         let now = Instant::now();
-        let max = tuned.max_transfers;
-        let guard = self
-            .progress
-            .try_begin(max, from, path.as_str(), content.len(), now)
-            .ok_or_else(|| {
-                log::warning_limited!("tftp: {from}: {path}: busy ({max} transfers), refused");
-                (ErrorCode::NotDefined, "server busy, try another server")
-            })?;
+        let new = self
+            .endpoint()
+            .accept(incoming, opened, &self.progress, now)?;
         log::debug!(
-            "tftp: {from}: sending {path} ({} bytes, blksize {}, windowsize {})",
-            content.len(),
-            negotiated.blksize,
-            negotiated.windowsize
+            "tftp: {from}: sending {} ({} bytes, blksize {}, windowsize {})",
+            new.path,
+            new.content.len(),
+            new.blksize,
+            new.windowsize
         );
-        let mut transfer = Transfer::new(from, negotiated, tuned.retransmit, content.len());
-        if self.config.single_port {
-            // ACK 0 to the well-known port can be sent blind with a forged source.
-            transfer = transfer.limit_until_proven();
-        }
         Ok(Box::new(Job {
-            transfer,
+            transfer: new.transfer,
             source: self.source.clone(),
             pacer: self.pacer.clone(),
             prepaid: 0,
-            content,
-            guard,
-            path,
+            content: new.content,
+            guard: new.guard,
+            path: new.path,
             started: now,
         }))
     }
@@ -549,7 +470,7 @@ fn open_content(
 /// What woke the single-port loop.
 enum Event {
     Datagram((usize, SocketAddr)),
-    Opened((Request, Opened)),
+    Opened((Incoming, Opened)),
     /// A stop has begun.
     Stopping,
 }
@@ -628,6 +549,34 @@ impl Wakeups {
             }
         }
     }
+}
+
+/// Logs why the endpoint refused a request (each reason from its own line, so that a flood of
+/// one kind does not use up the log budget of another), then answers it with the ERROR.
+async fn send_refusal(socket: &Async<UdpSocket>, refusal: Refusal) {
+    let from = refusal.to;
+    match refusal.reason.as_deref() {
+        None => {}
+        Some(Reason::WriteRequest { filename }) => log::warning_limited!(
+            "tftp: {from}: write request for {filename:?} refused (read-only server)"
+        ),
+        Some(Reason::Malformed(e)) => {
+            log::warning_limited!("tftp: {from}: malformed request dropped: {e}")
+        }
+        Some(Reason::Name { name, error }) => {
+            log::warning_limited!("tftp: {from}: refused {name:?}: {error}")
+        }
+        Some(Reason::Option { path, refused }) => {
+            log::warning_limited!("tftp: {from}: {path}: {refused}")
+        }
+        Some(Reason::Open { path, error }) => {
+            log::warning_limited!("tftp: {from}: {path}: {error}")
+        }
+        Some(Reason::Busy { path, max }) => {
+            log::warning_limited!("tftp: {from}: {path}: busy ({max} transfers), refused")
+        }
+    }
+    refuse(socket, from, refusal.code, refusal.message).await;
 }
 
 /// Answers a request with an ERROR.
