@@ -281,7 +281,7 @@ fn fetch(out: &mut String, file: &BootFile, at: &str) {
          fi\n"
     );
     if let Some(sum) = file.sha256 {
-        let hex: String = sum.iter().map(|b| alloc::format!("{b:02x}")).collect();
+        let hex = bootherd_proto::hex::Hex::new(&sum);
         let _ = write!(
             out,
             "if test -z \"${{bootherd_failed}}\" && test -n \"${{bootherd_hash}}\"; then\n\

@@ -137,6 +137,8 @@ pub fn render_ipxe(entries: &[AltEntry], backups: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
 
     fn entries() -> Vec<AltEntry> {
         vec![
