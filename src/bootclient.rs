@@ -22,6 +22,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bootherd_proto::hex::Hex;
 use sha2::{Digest, Sha256};
 use smol::LocalExecutor;
 
@@ -99,7 +100,7 @@ impl Identity {
         let b = n.to_be_bytes();
         Identity {
             number: n,
-            mac: format!("52-54-00-{:02x}-{:02x}-{:02x}", b[1], b[2], b[3]),
+            mac: format!("52-54-00-{}", Hex::separated(&b[1..], '-')),
             uuid: format!("b0071e7d-0000-4000-8000-5254{n:08x}"),
         }
     }
