@@ -19,9 +19,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bootherd_proto::hex::Hex;
 use sha2::{Digest, Sha256};
 use smol::LocalExecutor;
 
@@ -100,7 +101,7 @@ impl Identity {
         let b = n.to_be_bytes();
         Identity {
             number: n,
-            mac: format!("52-54-00-{:02x}-{:02x}-{:02x}", b[1], b[2], b[3]),
+            mac: format!("52-54-00-{}", Hex::separated(&b[1..], '-')),
             uuid: format!("b0071e7d-0000-4000-8000-5254{n:08x}"),
         }
     }
@@ -361,15 +362,15 @@ async fn boot_from_list(
             let key = if http {
                 format!("http://{address}")
             } else {
-                address.clone()
+                address.to_string()
             };
             if !tried.insert(key.clone()) {
                 continue;
             }
             let booted = if http {
-                boot_over_http(address, config_path, o).await
+                boot_over_http(*address, config_path, o).await
             } else {
-                boot_from(address, config_path, o, probe).await
+                boot_from(*address, config_path, o, probe).await
             };
             match booted {
                 Ok(bytes) => return Some((entry.id.clone(), bytes)),
@@ -383,11 +384,10 @@ async fn boot_from_list(
 /// Fetches the config and the boot files it names over one HTTP connection (the server may
 /// close it between them; a new one is opened then), checking their SHA-256.
 async fn boot_over_http(
-    address: &str,
+    server: SocketAddr,
     config_path: &str,
     o: &ClientOptions,
 ) -> Result<u64, String> {
-    let server = resolve_address(address)?;
     // The same patience as a TFTP transfer's: that many re-send periods without a byte.
     let patience = o.transfer.timeout * (o.transfer.retries + 1);
     let mut client = HttpClient::new(server, o.first_answer, patience);
@@ -409,15 +409,6 @@ async fn boot_over_http(
         bytes += sink.len;
     }
     Ok(bytes)
-}
-
-/// A `HOST:PORT` from a list, resolved.
-fn resolve_address(address: &str) -> Result<SocketAddr, String> {
-    address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("bad address {address:?}"))
 }
 
 /// Checks a fetched file against the SHA-256 its config gives, if any.
@@ -446,12 +437,11 @@ async fn list_from(
 }
 
 async fn boot_from(
-    address: &str,
+    server: SocketAddr,
     config_path: &str,
     o: &ClientOptions,
     probe: Patience,
 ) -> Result<u64, String> {
-    let server = resolve_address(address)?;
     let mut text = Vec::new();
     get(server, config_path, o, probe, &mut text).await?;
     let config =
@@ -846,7 +836,7 @@ mod tests {
     fn assigned_clients_start_at_their_alternate_and_fall_back_in_list_order() {
         let entry = |id: &str| AltEntry {
             id: id.into(),
-            addresses: vec![format!("{id}.example:69")],
+            addresses: vec![SocketAddr::from(([10, 0, 0, id.as_bytes()[0]], 69))],
             http: Vec::new(),
         };
         let alternates = [entry("a"), entry("b"), entry("c")];

@@ -90,8 +90,8 @@ impl FileSource for ListSource {
             .into_iter()
             .map(|r| AltEntry {
                 id: r.id,
-                addresses: r.addresses.iter().map(ToString::to_string).collect(),
-                http: r.http_addresses.iter().map(ToString::to_string).collect(),
+                addresses: r.addresses,
+                http: r.http_addresses,
             })
             .collect();
         let bytes = match path {
@@ -493,7 +493,7 @@ mod tests {
         let script = uboot::render_list(
             &[AltEntry {
                 id: "alt1".into(),
-                addresses: vec!["127.0.0.11:6901".into()],
+                addresses: vec!["127.0.0.11:6901".parse().unwrap()],
                 http: Vec::new(),
             }],
             &["10.0.0.2:69".into()],

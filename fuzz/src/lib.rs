@@ -10,7 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bootherd::formats::{alt_list, boot_config, dhcp};
+use bootherd::formats::{alt_list, boot_config};
 use bootherd::http::exchange::{answer, route, Found};
 use bootherd::http::wire::{parse_range, parse_request, parse_response, RangeAsk, MAX_HEAD_LEN};
 use bootherd::pxe::client::PxeClient;
@@ -20,6 +20,8 @@ use bootherd::tftp::download::{ClientRetransmit, Download, RequestSpec};
 use bootherd::tftp::options::{negotiate, Limits};
 use bootherd::tftp::transfer::{Outcome, Retransmit, Transfer};
 use bootherd::tftp::wire::{OptionsBuf, Packet};
+use bootherd_proto::dhcp::{self, Options};
+use bootherd_proto::pxe::{boot_servers, BOOT_SERVER_TYPE};
 
 /// What a target does with one input.
 pub type Target = fn(&[u8]);
@@ -376,16 +378,22 @@ pub fn boot_config(data: &[u8]) {
     );
 }
 
-/// Raw DHCP options as the NBP reads them from the firmware's cached packets.
+/// Raw DHCP packets as the NBP reads them from the firmware's cached packets: every option
+/// the walk yields lies inside the input, and a found option is the first of its code.
 pub fn dhcp_options(data: &[u8]) {
     if let Some((&code, options)) = data.split_first() {
-        let _ = dhcp::find_option(options, code);
-        let _ = dhcp::packet_option(options, code);
+        let walked: Vec<_> = Options::new(options).map_while(Result::ok).collect();
+        assert!(walked.iter().all(|o| o.value.len() < options.len()));
+        assert_eq!(
+            Options::new(options).get(code),
+            walked.iter().find(|o| o.code == code).map(|o| o.value)
+        );
+        if let Ok(packet) = dhcp::Packet::new_checked(options) {
+            let _ = (packet.option(code), packet.siaddr(), packet.chaddr());
+        }
     }
     let _ = dhcp::uuid_from_option_97(data);
-    for server in dhcp::boot_servers(data, dhcp::BOOT_SERVER_TYPE) {
-        assert_eq!(server.len(), 4);
-    }
+    let _ = boot_servers(data, BOOT_SERVER_TYPE);
 }
 
 /// HTTP request heads as a client sends them, whole and cut at every length the input picks:

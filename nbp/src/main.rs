@@ -12,7 +12,7 @@
 //! is printed on the console. If nothing can serve the boot it returns an error, so that the
 //! firmware moves on to its next boot option.
 //!
-//! The list and config parsers are the server's own code (`src/formats/`, `core` + `alloc`).
+//! The list and config parsers and the DHCP view are the server's own code (`bootherd-proto`).
 //! The firmware's TFTP always uses port 69: alternates listed on other ports are skipped.
 
 #![no_std]
@@ -23,19 +23,16 @@ extern crate alloc;
 mod initrd;
 mod tftp;
 
-/// The server's text formats, shared by path (the rendering half is the server's only).
-#[path = "../../src/formats/mod.rs"]
-#[allow(dead_code)]
-mod formats;
-
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use formats::alt_list::{self, AltEntry, LIST_PATH};
-use formats::boot_config::{self, BootConfig, CONFIG_DIR};
-use formats::dhcp::{boot_servers, packet_option, uuid_from_option_97, BOOT_SERVER_TYPE};
+use bootherd_proto::alt_list::{self, AltEntry, LIST_PATH};
+use bootherd_proto::boot_config::{self, BootConfig, CONFIG_DIR};
+use bootherd_proto::dhcp::{uuid_from_option_97, Packet};
+use bootherd_proto::hex::Hex;
+use bootherd_proto::pxe::{boot_servers, BOOT_SERVER_TYPE};
 use sha2::{Digest, Sha256};
 use uefi::boot::{self, LoadImageSource, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::loaded_image::LoadedImage;
@@ -78,8 +75,9 @@ fn ipv4(ip: IpAddr) -> [u8; 4] {
     }
 }
 
-fn dotted(ip: [u8; 4]) -> Ipv4Addr {
-    Ipv4Addr::from(ip)
+/// A DHCP packet the PXE Base Code cached (1472 bytes: always a whole header).
+fn cached(packet: &uefi::proto::network::pxe::Packet) -> Result<Packet<&[u8; 1472]>, String> {
+    Packet::new_checked(packet.as_ref()).map_err(|_| "a cached DHCP packet is short".into())
 }
 
 fn run() -> Result<Status, String> {
@@ -102,37 +100,35 @@ fn run() -> Result<Status, String> {
     }
     .map_err(|e| format!("no PXE Base Code on the boot device: {:?}", e.status()))?;
     let mode = pxe.mode();
-    let answer: &[u8; 1472] = if mode.pxe_reply_received() {
-        mode.pxe_reply().as_ref()
+    let answer = cached(if mode.pxe_reply_received() {
+        mode.pxe_reply()
     } else if mode.proxy_offer_received() {
-        mode.proxy_offer().as_ref()
+        mode.proxy_offer()
     } else {
-        mode.dhcp_ack().as_ref()
-    };
-    let central = [answer[20], answer[21], answer[22], answer[23]];
-    if central == [0; 4] {
+        mode.dhcp_ack()
+    })?;
+    let central = answer.siaddr();
+    if central.is_unspecified() {
         return Err("the PXE answers name no boot server".into());
     }
     // The central first, then the backups it announced.
     let mut centrals = alloc::vec![central];
-    for backup in
-        packet_option(answer, 43).map_or_else(Vec::new, |o| boot_servers(o, BOOT_SERVER_TYPE))
+    for backup in answer
+        .option(43)
+        .map_or_else(Vec::new, |o| boot_servers(o, BOOT_SERVER_TYPE))
     {
         if !centrals.contains(&backup) {
             centrals.push(backup);
         }
     }
-    let discover: &[u8; 1472] = mode.dhcp_discover().as_ref();
-    let mac: Vec<String> = discover[28..34]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mac = mac.join("-");
-    let uuid = packet_option(discover, 97)
+    let discover = cached(mode.dhcp_discover())?;
+    let mac = Hex::separated(&discover.chaddr()[..6], '-').to_string();
+    let uuid = discover
+        .option(97)
         .and_then(uuid_from_option_97)
         .unwrap_or_else(|| "-".to_string());
-    let ack: &[u8; 1472] = mode.dhcp_ack().as_ref();
-    let gateway = packet_option(ack, 3)
+    let gateway = cached(mode.dhcp_ack())?
+        .option(3)
         .and_then(|r| r.first_chunk::<4>().copied())
         .unwrap_or_default();
     let (station, mask) = (ipv4(mode.station_ip()), ipv4(mode.subnet_mask()));
@@ -150,7 +146,7 @@ fn run() -> Result<Status, String> {
         "bootherd: client {mac} uuid {uuid} arch {ARCH}; centrals {}",
         centrals
             .iter()
-            .map(|c| dotted(*c).to_string())
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -161,17 +157,13 @@ fn run() -> Result<Status, String> {
         let list = match list_from(&mut tftp, central) {
             Ok(list) => list,
             Err(e) => {
-                println!(
-                    "bootherd: central {}: {e}; trying the next",
-                    dotted(central)
-                );
+                println!("bootherd: central {central}: {e}; trying the next");
                 continue;
             }
         };
         println!(
-            "bootherd: alternate list ({} ms, central {}): {}",
+            "bootherd: alternate list ({} ms, central {central}): {}",
             now_ms().saturating_sub(started),
-            dotted(central),
             list.iter()
                 .map(|e| e.id.as_str())
                 .collect::<Vec<_>>()
@@ -179,11 +171,17 @@ fn run() -> Result<Status, String> {
         );
         for entry in &list {
             for address in &entry.addresses {
-                let (host, port) = address.rsplit_once(':').unwrap_or((address.as_str(), "69"));
-                let Some(ip) = host.parse::<Ipv4Addr>().ok().filter(|_| port == "69") else {
-                    println!("bootherd: {} at {address}: skipped (the firmware's TFTP needs an IPv4 address on port 69)", entry.id);
+                // Addresses are printed by their parts: formatting socket addresses (IPv6
+                // above all) would add some 3.5 KiB to the program.
+                let SocketAddr::V4(v4) = address else {
+                    println!("bootherd: {}: an IPv6 address skipped (the firmware's TFTP needs IPv4 on port 69)", entry.id);
                     continue;
                 };
+                if v4.port() != 69 {
+                    println!("bootherd: {} at {}:{}: skipped (the firmware's TFTP needs an IPv4 address on port 69)", entry.id, v4.ip(), v4.port());
+                    continue;
+                }
+                let ip = *v4.ip();
                 if tried.contains(&ip.octets()) {
                     continue;
                 }
@@ -193,7 +191,7 @@ fn run() -> Result<Status, String> {
                         drop(tftp);
                         return start(&kernel, config);
                     }
-                    Err(e) => println!("bootherd: {} at {address}: {e}; trying the next", entry.id),
+                    Err(e) => println!("bootherd: {} at {ip}:69: {e}; trying the next", entry.id),
                 }
             }
         }
@@ -202,9 +200,9 @@ fn run() -> Result<Status, String> {
 }
 
 /// The alternate list from one central; an empty list is an error.
-fn list_from(tftp: &mut tftp::Client, central: [u8; 4]) -> Result<Vec<AltEntry>, String> {
+fn list_from(tftp: &mut tftp::Client, central: Ipv4Addr) -> Result<Vec<AltEntry>, String> {
     let text = tftp
-        .read(central, LIST_PATH)
+        .read(central.octets(), LIST_PATH)
         .map_err(|e| format!("{LIST_PATH}: {e}"))?;
     match alt_list::parse(&String::from_utf8_lossy(&text))? {
         list if list.is_empty() => Err("the alternate list is empty".into()),

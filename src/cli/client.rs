@@ -216,9 +216,9 @@ fn parse_alternates(list: &str, http_port: Option<u16>) -> Result<Vec<AltEntry>,
         let address = resolve(host, 69).map_err(|e| format!("--alternates {item:?}: {e}"))?;
         entries.push(AltEntry {
             id: id.to_string(),
-            addresses: vec![address.to_string()],
+            addresses: vec![address],
             http: http_port
-                .map(|port| SocketAddr::new(address.ip(), port).to_string())
+                .map(|port| SocketAddr::new(address.ip(), port))
                 .into_iter()
                 .collect(),
         });

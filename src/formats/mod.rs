@@ -1,12 +1,11 @@
-//! The small text formats the boot flow exchanges over TFTP. They use only `core` and `alloc`
-//! so that the network bootstrap program (`no_std`) can share this code by path.
+//! The small text formats the boot flow exchanges over TFTP.
 //!
 //! - [`alt_list`]: the alternate list the central generates, best first.
 //! - [`boot_config`]: the per-client config file an alternate serves.
-//! - [`dhcp`]: reading options out of raw DHCP packets.
 //! - [`uboot`]: the list and per-client configs as U-Boot scripts in legacy images.
+//!
+//! The first two are the NBP's too, so they live in the `no_std` protocol crate
+//! (`bootherd-proto`, `crates/proto/`) and are re-exported here.
 
-pub mod alt_list;
-pub mod boot_config;
-pub mod dhcp;
+pub use bootherd_proto::{alt_list, boot_config};
 pub mod uboot;

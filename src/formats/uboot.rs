@@ -15,7 +15,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::net::SocketAddrV4;
+use core::net::{SocketAddr, SocketAddrV4};
 
 use super::alt_list::AltEntry;
 use super::boot_config::{BootConfig, BootFile};
@@ -116,8 +116,8 @@ pub fn render_list(entries: &[AltEntry], backups: &[String]) -> String {
     for e in entries {
         let id = echo_safe(&e.id);
         for a in &e.addresses {
-            let Ok(a) = a.parse::<SocketAddrV4>() else {
-                let _ = writeln!(out, "# {id} at {}: not IPv4", echo_safe(a));
+            let SocketAddr::V4(a) = a else {
+                let _ = writeln!(out, "# {id} at {}: not IPv4", echo_safe(&a.to_string()));
                 continue;
             };
             let _ = write!(
@@ -281,7 +281,7 @@ fn fetch(out: &mut String, file: &BootFile, at: &str) {
          fi\n"
     );
     if let Some(sum) = file.sha256 {
-        let hex: String = sum.iter().map(|b| alloc::format!("{b:02x}")).collect();
+        let hex = bootherd_proto::hex::Hex::new(&sum);
         let _ = write!(
             out,
             "if test -z \"${{bootherd_failed}}\" && test -n \"${{bootherd_hash}}\"; then\n\
@@ -301,15 +301,15 @@ mod tests {
         vec![
             AltEntry {
                 id: "alt2".into(),
-                addresses: vec!["10.0.0.12:69".into()],
+                addresses: vec!["10.0.0.12:69".parse().unwrap()],
                 http: Vec::new(),
             },
             AltEntry {
                 id: "alt1".into(),
                 addresses: vec![
-                    "10.0.0.11:69".into(),
-                    "[fd00::11]:69".into(),
-                    "192.168.5.11:6901".into(),
+                    "10.0.0.11:69".parse().unwrap(),
+                    "[fd00::11]:69".parse().unwrap(),
+                    "192.168.5.11:6901".parse().unwrap(),
                 ],
                 http: Vec::new(),
             },
@@ -394,12 +394,15 @@ false
         assert_eq!(&image[32..64], "n".repeat(32).as_bytes());
         let hostile = [AltEntry {
             id: "a;reset;${x}\"".into(),
-            addresses: vec!["10.0.0.1:69".into(), "host;reset".into()],
+            addresses: vec![
+                "10.0.0.1:69".parse().unwrap(),
+                "[fd00::1]:69".parse().unwrap(),
+            ],
             http: Vec::new(),
         }];
         let script = render_list(&hostile, &["not an address".into()]);
         assert!(script.contains("echo bootherd: trying a_reset___x__ at 10.0.0.1:69\n"));
-        assert!(script.contains("# a_reset___x__ at host_reset: not IPv4\n"));
+        assert!(script.contains("# a_reset___x__ at _fd00::1_:69: not IPv4\n"));
         assert!(!script.contains(";reset"), "{script}");
         assert!(
             !script.contains("bootherd_backup"),

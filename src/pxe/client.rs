@@ -6,9 +6,9 @@ use std::net::Ipv4Addr;
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
+use bootherd_proto::pxe::{boot_servers, BOOT_SERVER_TYPE};
+
 use super::responder::sanitize;
-use super::vendor::BOOT_SERVER_TYPE;
-use crate::formats::dhcp::boot_servers;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,10 +106,7 @@ impl PxeClient {
             vendor_options: vendor.is_some(),
             boot_servers: vendor
                 .map(|v| boot_servers(v, BOOT_SERVER_TYPE))
-                .unwrap_or_default()
-                .into_iter()
-                .map(Ipv4Addr::from)
-                .collect(),
+                .unwrap_or_default(),
         })
     }
 }

@@ -6,4 +6,5 @@
 pub mod client;
 pub mod responder;
 pub mod server;
-pub mod vendor;
+/// PXE option 43, shared with the NBP through the protocol crate.
+pub use bootherd_proto::pxe as vendor;

@@ -27,14 +27,16 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
-use super::vendor::{find_boot_item, VendorOptions, BOOT_SERVER_TYPE, UNICAST_ONLY, USE_BOOT_FILE};
-use crate::formats::dhcp::uuid_from_option_97;
+use bootherd_proto::dhcp::{uuid_from_option_97, Packet, RawOption, HEADER_LEN};
+use bootherd_proto::hex::Hex;
+use bootherd_proto::pxe::{
+    find_boot_item, VendorOptions, BOOT_SERVER_TYPE, UNICAST_ONLY, USE_BOOT_FILE,
+};
 
 /// BOOTP's `file` field: 128 bytes with the terminating NUL.
 pub const MAX_BOOT_FILE_LEN: usize = 127;
 /// Replies are at least this long (some PXE ROMs drop shorter BOOTP packets).
 pub const MIN_REPLY_LEN: usize = 300;
-const DHCP_OPTIONS_START: usize = 240;
 /// Longest HTTP boot path: the URL is `http://` and an address and port (at most 22 bytes),
 /// a `/` and the path, and must fit the file field.
 pub const MAX_HTTP_PATH_LEN: usize = MAX_BOOT_FILE_LEN - 30;
@@ -242,13 +244,7 @@ pub fn respond_with(
         _ => None,
     };
     let client = Client {
-        mac: request
-            .chaddr()
-            .iter()
-            .take(usize::from(request.hlen().min(16)))
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
+        mac: Hex::separated(request.chaddr(), ':').to_string(),
         arch,
         ipxe,
         uuid: uuid_option.as_deref().and_then(uuid_from_option_97),
@@ -509,47 +505,28 @@ const WANTED: [u8; 10] = [43, 53, 54, 60, 77, 93, 94, 97, 175, 55];
 /// where options left out here stood between them, so lengths are checked on the joined value:
 /// two option 94s of 3 bytes each are one of 6 to the decoder, which asserts on it.
 pub(crate) fn sanitize(datagram: &[u8]) -> Result<Vec<u8>, String> {
-    if datagram.len() < DHCP_OPTIONS_START {
-        return Err(format!(
-            "{} bytes is shorter than a DHCP header",
-            datagram.len()
-        ));
-    }
+    let packet = Packet::new_checked(datagram).map_err(|e| e.to_string())?;
     // dhcproto slices chaddr by hlen and panics past its 16 bytes.
-    if datagram[2] > 16 {
-        return Err(format!("hardware address length {}", datagram[2]));
+    if packet.hlen() > 16 {
+        return Err(format!("hardware address length {}", packet.hlen()));
     }
-    if datagram[236..240] != [99, 130, 83, 99] {
+    if !packet.has_magic_cookie() {
         return Err("no DHCP magic cookie".into());
     }
     // The wanted options as the decoder will see them: consecutive ones of a code joined.
     let mut joined: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut rest = &datagram[DHCP_OPTIONS_START..];
-    while let [code, tail @ ..] = rest {
-        match code {
-            0 => rest = tail,
-            255 => break,
-            _ => {
-                let (&len, tail) = tail
-                    .split_first()
-                    .ok_or(format!("option {code} has no length"))?;
-                let len = usize::from(len);
-                let value = tail
-                    .get(..len)
-                    .ok_or(format!("option {code} runs past the end"))?;
-                if WANTED.contains(code) {
-                    match joined.last_mut() {
-                        Some((last, joined_value)) if last == code => {
-                            joined_value.extend_from_slice(value)
-                        }
-                        _ => joined.push((*code, value.to_vec())),
-                    }
+    for option in packet.options() {
+        let RawOption { code, value } = option.map_err(|e| e.to_string())?;
+        if WANTED.contains(&code) {
+            match joined.last_mut() {
+                Some((last, joined_value)) if *last == code => {
+                    joined_value.extend_from_slice(value)
                 }
-                rest = &tail[len..];
+                _ => joined.push((code, value.to_vec())),
             }
         }
     }
-    let mut out = datagram[..DHCP_OPTIONS_START].to_vec();
+    let mut out = datagram[..HEADER_LEN].to_vec();
     for (code, value) in joined {
         let len = value.len();
         let valid = match code {

@@ -48,41 +48,23 @@ struct Reply {
 }
 
 impl Reply {
-    fn ip(&self, at: usize) -> Ipv4Addr {
-        Ipv4Addr::new(
-            self.bytes[at],
-            self.bytes[at + 1],
-            self.bytes[at + 2],
-            self.bytes[at + 3],
-        )
-    }
-
-    /// Options in the order they appear.
-    fn options(&self) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut i = DHCP_OPTIONS_START;
-        while self.bytes[i] != 255 {
-            let (code, len) = (self.bytes[i], usize::from(self.bytes[i + 1]));
-            out.push((code, self.bytes[i + 2..i + 2 + len].to_vec()));
-            i += 2 + len;
-        }
-        out
+    fn packet(&self) -> Packet<&[u8]> {
+        Packet::new_checked(&self.bytes[..]).unwrap()
     }
 
     fn option(&self, code: u8) -> Option<Vec<u8>> {
-        self.options()
-            .into_iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, v)| v)
+        self.packet().option(code).map(<[u8]>::to_vec)
     }
 
+    /// Option codes in the order they appear; every option well-formed.
     fn codes(&self) -> Vec<u8> {
-        self.options().iter().map(|(c, _)| *c).collect()
+        self.packet().options().map(|o| o.unwrap().code).collect()
     }
 
     fn bootp_file(&self) -> String {
-        let field = &self.bytes[108..236];
-        String::from_utf8(field.iter().take_while(|&&b| b != 0).copied().collect()).unwrap()
+        let packet = self.packet();
+        let name = packet.file().iter().take_while(|&&b| b != 0).copied();
+        String::from_utf8(name.collect()).unwrap()
     }
 }
 
@@ -122,11 +104,11 @@ fn check_common(r: &Reply, request: &[u8], message_type: u8) {
     assert_eq!(r.bytes[4..8], request[4..8], "xid");
     assert_eq!(r.bytes[10..12], request[10..12], "flags");
     assert_eq!(
-        r.ip(16),
+        r.packet().yiaddr(),
         Ipv4Addr::UNSPECIFIED,
         "yiaddr: a proxy hands out no address"
     );
-    assert_eq!(r.ip(20), SERVER, "siaddr");
+    assert_eq!(r.packet().siaddr(), SERVER, "siaddr");
     assert_eq!(r.bytes[28..34], request[28..34], "chaddr");
     assert_eq!(r.bytes[236..240], [99, 130, 83, 99], "magic cookie");
     let codes = r.codes();
@@ -197,7 +179,7 @@ fn ovmf_gets_an_offer_without_option_43_then_its_file_on_4011() {
     );
     check_common(&ack, OVMF_REQUEST_4011, 5);
     assert_eq!(ack.to, SocketAddrV4::new(CLIENT_IP, 4011));
-    assert_eq!(ack.ip(12), CLIENT_IP, "ciaddr kept");
+    assert_eq!(ack.packet().ciaddr(), CLIENT_IP, "ciaddr kept");
     assert_eq!(ack.bootp_file(), "bootherd-x64.efi");
     assert_eq!(ack.option(43).unwrap(), [6, 1, 8, 255]);
 }
@@ -318,20 +300,19 @@ fn menu_offer_then_discovery_with_boot_item() {
 
 /// A copy of `request` with option `code` removed or its value replaced.
 fn edit_option(request: &[u8], code: u8, value: Option<&[u8]>) -> Vec<u8> {
-    let mut out = request[..DHCP_OPTIONS_START].to_vec();
-    let mut i = DHCP_OPTIONS_START;
-    while request[i] != 255 {
-        let len = usize::from(request[i + 1]);
-        if request[i] == code {
-            if let Some(v) = value {
-                out.push(code);
-                out.push(v.len() as u8);
-                out.extend_from_slice(v);
-            }
+    let mut out = request[..HEADER_LEN].to_vec();
+    for option in Packet::new_checked(request).unwrap().options() {
+        let option = option.unwrap();
+        let kept = if option.code == code {
+            value
         } else {
-            out.extend_from_slice(&request[i..i + 2 + len]);
+            Some(option.value)
+        };
+        if let Some(v) = kept {
+            out.push(option.code);
+            out.push(v.len() as u8);
+            out.extend_from_slice(v);
         }
-        i += 2 + len;
     }
     out.push(255);
     out
@@ -365,7 +346,11 @@ fn relayed_requests_go_back_to_the_relay() {
         SocketAddr::from(([10, 78, 0, 1], 67)),
     );
     assert_eq!(r.to, SocketAddrV4::new(Ipv4Addr::new(10, 78, 0, 1), 67));
-    assert_eq!(r.ip(24), Ipv4Addr::new(10, 78, 0, 1), "giaddr kept");
+    assert_eq!(
+        r.packet().giaddr(),
+        Ipv4Addr::new(10, 78, 0, 1),
+        "giaddr kept"
+    );
 }
 
 #[test]
@@ -456,7 +441,7 @@ fn hostile_packets_are_dropped_without_panicking() {
         .arch,
         7
     );
-    let mut overrun = OVMF_DISCOVER[..DHCP_OPTIONS_START].to_vec();
+    let mut overrun = OVMF_DISCOVER[..HEADER_LEN].to_vec();
     overrun.extend_from_slice(&[60, 200, b'P']);
     assert!(ignored(&PxeConfig::default(), Service::Proxy, &overrun).contains("runs past the end"));
     // Every prefix and many single-byte corruptions of every capture: answered or ignored.
@@ -565,7 +550,7 @@ fn uefi_http_boot_gets_the_url_of_its_file_on_the_best_alternate() {
     };
     // What EDK2's HttpBootDxe takes as a proxy offer with an IP URI: no yiaddr, option 60
     // starting with "HTTPClient", the URL in the file field.
-    assert_eq!(r.ip(16), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(r.packet().yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(r.option(60).as_deref(), Some(&b"HTTPClient"[..]));
     assert_eq!(r.option(53).as_deref(), Some(&[2u8][..]), "an offer");
     assert_eq!(r.option(43), None);

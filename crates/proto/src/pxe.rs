@@ -1,7 +1,14 @@
-//! PXE 2.1 vendor options (DHCP option 43 sub-options), which dhcproto keeps as raw bytes.
+//! PXE 2.1 vendor options (DHCP option 43 sub-options): built by the server's responder, read
+//! by the NBP (boot servers) and the responder (boot item).
 //!
 //! Sub-options used: 6 discovery control, 8 boot servers, 9 boot menu, 10 menu prompt,
 //! 71 boot item, 255 end.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use crate::dhcp::Options;
 
 /// Discovery control: bit 3: a boot file name in the offer is to be used at once, without
 /// discovery or a menu (what iPXE and legacy PXE ROMs do with a plain proxy offer).
@@ -9,13 +16,11 @@ pub const USE_BOOT_FILE: u8 = 0x08;
 /// Discovery control: bits 0 and 1: no broadcast or multicast discovery; unicast to the boot
 /// servers of sub-option 8 instead.
 pub const UNICAST_ONLY: u8 = 0x03;
-pub use crate::formats::dhcp::BOOT_SERVER_TYPE;
+/// The PXE boot server type bootherd announces its centrals as (0x8000 and up are vendor
+/// types).
+pub const BOOT_SERVER_TYPE: u16 = 0x8000;
 /// Most addresses in one boot server entry: a sub-option holds 255 bytes (3 + 4 per address).
 pub const MAX_BOOT_SERVERS: usize = 63;
-
-use std::net::Ipv4Addr;
-
-use crate::formats::dhcp::find_option;
 
 /// A boot item: server type and layer (sub-option 71).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,13 +96,35 @@ impl VendorOptions {
 
 /// The boot item (sub-option 71) of a request's option 43, if it has a well-formed one.
 pub fn find_boot_item(option43: &[u8]) -> Option<BootItem> {
-    match find_option(option43, 71)? {
+    match Options::new(option43).get(71)? {
         [t0, t1, l0, l1, ..] => Some(BootItem {
             server_type: u16::from_be_bytes([*t0, *t1]),
             layer: u16::from_be_bytes([*l0, *l1]),
         }),
         _ => None,
     }
+}
+
+/// The boot servers of type `server_type` in an option 43 payload (sub-option 8: type, count,
+/// IPv4 addresses; several types may follow each other), in order. Malformed entries end the
+/// list.
+pub fn boot_servers(option43: &[u8], server_type: u16) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut rest = Options::new(option43).get(8).unwrap_or_default();
+    while let [t0, t1, count, tail @ ..] = rest {
+        let Some(addresses) = tail.get(..usize::from(*count) * 4) else {
+            break;
+        };
+        if u16::from_be_bytes([*t0, *t1]) == server_type {
+            out.extend(
+                addresses
+                    .chunks_exact(4)
+                    .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            );
+        }
+        rest = &tail[addresses.len()..];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -128,9 +155,9 @@ mod tests {
         let payload = VendorOptions::default()
             .boot_servers(BOOT_SERVER_TYPE, &many)
             .finish();
-        let read = crate::formats::dhcp::boot_servers(&payload, BOOT_SERVER_TYPE);
+        let read = boot_servers(&payload, BOOT_SERVER_TYPE);
         assert_eq!(read.len(), MAX_BOOT_SERVERS);
-        assert_eq!(read[62], [10, 0, 0, 62]);
+        assert_eq!(read[62], Ipv4Addr::new(10, 0, 0, 62));
         assert_eq!(payload.len(), 2 + 3 + 4 * MAX_BOOT_SERVERS + 1);
     }
 
@@ -161,5 +188,21 @@ mod tests {
         ] {
             assert_eq!(find_boot_item(junk), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn boot_servers_by_type_in_order() {
+        // Discovery control, then two server types in one sub-option 8.
+        let option43 = [
+            6, 1, 3, 8, 18, 0x80, 0, 2, 10, 0, 0, 1, 10, 0, 0, 2, 0x12, 0x34, 1, 10, 0, 0, 9, 255,
+        ];
+        let ip = |last| Ipv4Addr::new(10, 0, 0, last);
+        assert_eq!(boot_servers(&option43, 0x8000), [ip(1), ip(2)]);
+        assert_eq!(boot_servers(&option43, 0x1234), [ip(9)]);
+        let none: [Ipv4Addr; 0] = [];
+        assert_eq!(boot_servers(&option43, 1), none);
+        // A count past the end stops the list; no sub-option 8 is an empty list.
+        assert_eq!(boot_servers(&[8, 7, 0x80, 0, 2, 10, 0, 0, 1], 0x8000), none);
+        assert_eq!(boot_servers(&[6, 1, 8, 255], 0x8000), none);
     }
 }

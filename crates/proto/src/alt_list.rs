@@ -16,6 +16,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::net::SocketAddr;
 
 /// Where the central serves the text list.
 pub const LIST_PATH: &str = "bootherd/alternates.txt";
@@ -27,10 +28,10 @@ pub const IPXE_LIST_PATH: &str = "bootherd/alternates.ipxe";
 pub struct AltEntry {
     /// Alternate id.
     pub id: String,
-    /// TFTP addresses, `HOST:PORT`, in the order to try.
-    pub addresses: Vec<String>,
-    /// HTTP addresses, `HOST:PORT`, tried before the TFTP ones by clients that speak HTTP.
-    pub http: Vec<String>,
+    /// TFTP addresses, in the order to try.
+    pub addresses: Vec<SocketAddr>,
+    /// HTTP addresses, tried before the TFTP ones by clients that speak HTTP.
+    pub http: Vec<SocketAddr>,
 }
 
 /// The comment word that marks a line's HTTP addresses.
@@ -41,16 +42,15 @@ pub fn render(entries: &[AltEntry]) -> String {
     let mut out = String::from("# bootherd alternate list v1, best first\n");
     for e in entries {
         out.push_str(&e.id);
+        // Writing to a String cannot fail.
         for a in &e.addresses {
-            out.push(' ');
-            out.push_str(a);
+            let _ = write!(out, " {a}");
         }
         if !e.http.is_empty() {
             out.push_str(" # ");
             out.push_str(HTTP_MARK);
             for a in &e.http {
-                out.push(' ');
-                out.push_str(a);
+                let _ = write!(out, " {a}");
             }
         }
         out.push('\n');
@@ -58,7 +58,8 @@ pub fn render(entries: &[AltEntry]) -> String {
     out
 }
 
-/// Parses the text list. Lines without an address are errors, with their number.
+/// Parses the text list. Lines without an address, or with one that is not `IP:PORT`
+/// (`[IPv6]:PORT`), are errors, with their number.
 pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -67,14 +68,23 @@ pub fn parse(text: &str) -> Result<Vec<AltEntry>, String> {
         if line.is_empty() {
             continue;
         }
-        let mut comment = comment.split_whitespace();
-        let http = match comment.next() {
-            Some(HTTP_MARK) => comment.map(String::from).collect(),
-            _ => Vec::new(),
-        };
         let mut words = line.split_whitespace();
         let id = words.next().unwrap_or_default();
-        let addresses: Vec<String> = words.map(String::from).collect();
+        let addresses = |words: core::str::SplitWhitespace| {
+            words
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        alloc::format!("line {}: alternate {id}: {a} is not IP:PORT", n + 1)
+                    })
+                })
+                .collect::<Result<Vec<SocketAddr>, String>>()
+        };
+        let mut comment = comment.split_whitespace();
+        let http = match comment.next() {
+            Some(HTTP_MARK) => addresses(comment)?,
+            _ => Vec::new(),
+        };
+        let addresses = addresses(words)?;
         if addresses.is_empty() {
             return Err(alloc::format!(
                 "line {}: alternate {id} has no address",
@@ -99,7 +109,7 @@ pub const IPXE_TIMEOUT_MS: u32 = 1000;
 /// Renders the list as an iPXE script: chain to each alternate's per-client boot script in
 /// order, over HTTP first where the alternate has it, then over TFTP, falling through (`||`)
 /// to the next when one fails or stays silent for [`IPXE_TIMEOUT_MS`]. When none can serve,
-/// the same list script of each of `backups` (other centrals, `HOST:PORT`) is tried, once: a
+/// the same list script of each of `backups` (other centrals, `IP:PORT`) is tried, once: a
 /// fresh list from a central that may know better.
 pub fn render_ipxe(entries: &[AltEntry], backups: &[String]) -> String {
     let mut out = String::from("#!ipxe\n# bootherd alternate list v1, best first\n");
@@ -137,17 +147,23 @@ pub fn render_ipxe(entries: &[AltEntry], backups: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn at(address: &str) -> SocketAddr {
+        address.parse().unwrap()
+    }
 
     fn entries() -> Vec<AltEntry> {
         vec![
             AltEntry {
                 id: "alt2".into(),
-                addresses: vec!["127.0.0.12:6902".into()],
-                http: vec!["127.0.0.12:8080".into()],
+                addresses: vec![at("127.0.0.12:6902")],
+                http: vec![at("127.0.0.12:8080")],
             },
             AltEntry {
                 id: "alt1".into(),
-                addresses: vec!["127.0.0.11:6901".into(), "10.0.0.11:69".into()],
+                addresses: vec![at("127.0.0.11:6901"), at("10.0.0.11:69")],
                 http: Vec::new(),
             },
         ]
@@ -192,18 +208,32 @@ mod tests {
         // Other comments are not HTTP addresses.
         assert_eq!(
             parse("a 1.2.3.4:69 # note 5.6.7.8:80\n").unwrap()[0].http,
-            Vec::<String>::new()
+            []
         );
     }
 
     #[test]
     fn comments_blank_lines_and_errors() {
         let list = parse("\n  # c\nalt1 1.2.3.4:69  # trailing\n\n").unwrap();
-        assert_eq!(list[0].addresses, ["1.2.3.4:69"]);
+        assert_eq!(list[0].addresses, [at("1.2.3.4:69")]);
         assert_eq!(
             parse("ok 1.2.3.4:69\nlonely\n").unwrap_err(),
             "line 2: alternate lonely has no address"
         );
+        assert_eq!(
+            parse("v6 [fd00::1]:69\n").unwrap()[0].addresses,
+            [at("[fd00::1]:69")]
+        );
+        for (text, want) in [
+            ("a host:69\n", "line 1: alternate a: host:69 is not IP:PORT"),
+            ("a 1.2.3.4\n", "line 1: alternate a: 1.2.3.4 is not IP:PORT"),
+            (
+                "\na 1.2.3.4:69 # http 1.2.3.4\n",
+                "line 2: alternate a: 1.2.3.4 is not IP:PORT",
+            ),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
+        }
     }
 
     #[test]

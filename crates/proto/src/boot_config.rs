@@ -23,6 +23,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::hex::{self, Hex};
+
 /// Directory part of the text config path.
 pub const CONFIG_DIR: &str = "bootherd.cfg";
 /// Directory part of the iPXE config path.
@@ -107,7 +109,7 @@ impl BootConfig {
 /// the label unique.
 fn check_ipxe(out: &mut String, file: &BootFile, name: &str, n: usize) {
     let Some(sum) = file.sha256 else { return };
-    let hex: String = sum.iter().map(|b| alloc::format!("{b:02x}")).collect();
+    let hex = Hex::new(&sum);
     out.push_str(&alloc::format!(
         "set bootherd-file {name}\n\
          sha256sum --set bootherd-sum {name} || goto bootherd_unchecked_{n}\n\
@@ -179,9 +181,9 @@ pub fn parse(text: &str) -> Result<BootConfig, String> {
                     addr: None,
                 };
                 for extra in parts {
-                    if let Some(hex) = extra.strip_prefix("sha256=") {
+                    if let Some(sum) = extra.strip_prefix("sha256=") {
                         file.sha256 = Some(
-                            parse_sha256(hex).ok_or_else(|| err("sha256 needs 64 hex digits"))?,
+                            parse_sha256(sum).ok_or_else(|| err("sha256 needs 64 hex digits"))?,
                         );
                     } else if let Some(addr) = extra.strip_prefix("addr=") {
                         file.addr = Some(parse_addr(addr).ok_or_else(|| {
@@ -219,24 +221,16 @@ pub fn parse(text: &str) -> Result<BootConfig, String> {
 
 /// `0x` and 1 to 16 hex digits.
 fn parse_addr(text: &str) -> Option<u64> {
-    let hex = text.strip_prefix("0x")?;
-    if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let digits = text.strip_prefix("0x")?;
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(digits, 16).ok()
 }
 
-fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
-    Some(out)
+/// Exactly 64 hex digits.
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text)?.try_into().ok()
 }
 
 #[cfg(test)]
