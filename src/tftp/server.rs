@@ -687,11 +687,14 @@ fn log_outcome(job: &Job, outcome: &Outcome) {
     let elapsed = job.started.elapsed();
     let stats = job.transfer.stats();
     log::debug!(
-        "tftp: {peer}: {}: {} DATA datagrams sent, {} of them resent, {} loss events",
+        "tftp: {peer}: {}: {} DATA datagrams sent, {} of them resent, {} loss events ({} timeouts); round trip {} ms on average, {} ms at least",
         job.path,
         stats.data_sent,
         stats.data_retransmitted,
-        stats.loss_events
+        stats.loss_events,
+        stats.timeouts,
+        stats.rtt_sum_us / stats.rtt_samples.max(1) / 1000,
+        stats.rtt_min_us / 1000
     );
     match outcome {
         Outcome::Complete => {

@@ -499,6 +499,7 @@ impl Transfer {
                 }
                 self.oack_pending = false;
                 self.state = State::Sending;
+                self.backoff = 0; // DATA starts afresh
                 self.progress(now);
                 self.sent.timer = None;
             }
@@ -523,6 +524,13 @@ impl Transfer {
                 self.acked = block;
                 self.proven = true;
                 self.progress(now);
+                // Karn: the backed-off timeout holds until a block sent once is acknowledged.
+                // An ACK of resent blocks may answer the first send, late behind a queue: had
+                // it reset the back-off, the timeout, still short of that queue's delay, would
+                // fire again and again, each time resending a window into the same queue.
+                if sent_once {
+                    self.backoff = 0;
+                }
                 if block == self.last_block {
                     self.finish(Outcome::Complete);
                     return;
@@ -574,15 +582,15 @@ impl Transfer {
             Some(at) if sent_once => now.saturating_duration_since(at),
             _ => return,
         };
-        if sample < self.round_trip.rto(self.initial_rto) {
-            self.round_trip.sample(sample);
-            self.round_trip.from_data = true;
-            let us = (sample.as_micros().min(u128::from(u64::MAX)) as u64).max(1);
-            self.sent.stats.rtt_samples += 1;
-            self.sent.stats.rtt_sum_us += us;
-            if self.sent.stats.rtt_min_us == 0 || us < self.sent.stats.rtt_min_us {
-                self.sent.stats.rtt_min_us = us;
-            }
+        // Taken however long it is: a queue that grew past the timeout must raise the timeout
+        // (had the timer fired, the block would have been resent and given no sample).
+        self.round_trip.sample(sample);
+        self.round_trip.from_data = true;
+        let us = (sample.as_micros().min(u128::from(u64::MAX)) as u64).max(1);
+        self.sent.stats.rtt_samples += 1;
+        self.sent.stats.rtt_sum_us += us;
+        if self.sent.stats.rtt_min_us == 0 || us < self.sent.stats.rtt_min_us {
+            self.sent.stats.rtt_min_us = us;
         }
     }
 
@@ -640,7 +648,6 @@ impl Transfer {
     /// Client progress at `now`: the back-off and the silence count start again.
     fn progress(&mut self, now: Instant) {
         self.answered = true;
-        self.backoff = 0;
         self.progress_at = Some(now);
     }
 
@@ -1444,6 +1451,23 @@ mod tests {
     }
 
     #[test]
+    fn a_round_trip_longer_than_the_timeout_raises_it() {
+        // A queue that fills after the handshake: the round trip jumps from 1 ms past the
+        // timeout's floor. The ACKs, arriving before the timer is handled, are samples.
+        let mut h = Harness::new(10_000_000, 1000, 4, true);
+        h.negotiate(Duration::from_millis(1));
+        for _ in 0..4 {
+            let blocks = h.drain_window();
+            h.now += MIN_RTO + Duration::from_millis(300);
+            h.ack(*blocks.last().unwrap());
+        }
+        h.drain_window();
+        let rto = h.t.poll_timeout().unwrap() - h.now;
+        assert!(rto > MIN_RTO + Duration::from_millis(300), "{rto:?}");
+        assert_eq!(h.t.stats().rtt_samples, 4, "one per ACK");
+    }
+
+    #[test]
     fn a_resent_window_gives_no_round_trip_sample() {
         let mut h = Harness::new(1_000_000, 1000, 4, true);
         h.negotiate(Duration::from_millis(1));
@@ -1454,6 +1478,12 @@ mod tests {
         assert_eq!(h.drain_window(), [1, 2, 3, 4]);
         h.now += Duration::from_millis(180);
         h.ack(4);
+        assert_eq!(h.drain_window(), [5, 6, 7, 8]);
+        // Nor does it end the back-off (Karn): the next window waits twice the timeout...
+        assert_eq!(h.t.poll_timeout(), Some(h.now + 2 * MIN_RTO));
+        // ...until a block sent once is acknowledged.
+        h.now += Duration::from_millis(1);
+        h.ack(8);
         h.drain_window();
         assert_eq!(h.t.poll_timeout(), Some(h.now + MIN_RTO));
     }
