@@ -50,8 +50,10 @@
 //! while longer so that their old reports cannot bring them back.
 
 mod endpoint;
+mod repeat;
 
 pub use endpoint::{Handled, ReportEndpoint};
+pub use repeat::RecentLists;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -242,8 +244,14 @@ pub const DEPART_AFTER_SILENCE: Duration = Duration::from_secs(600);
 /// Departed alternates whose boot ids are remembered, and for how long.
 const MAX_DEPARTED: usize = 256;
 const REMEMBER_DEPARTED: Duration = Duration::from_secs(3600);
-/// A mark more than this far from the central's clock is dropped.
-const MARK_CLOCK_SKEW_MS: u64 = 60_000;
+/// A mark or status request more than this far from the central's clock is dropped.
+const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// Whether a message stamped `sent_unix_ms` by its sender's clock is close enough to the
+/// central's `now_unix_ms` to be taken: the replay window of marks and status requests.
+fn within_clock_skew(now_unix_ms: u64, sent_unix_ms: u64) -> bool {
+    now_unix_ms.abs_diff(sent_unix_ms) <= CLOCK_SKEW_MS
+}
 
 /// A client sent to an alternate that its reports do not show yet.
 #[derive(Debug, Clone, Copy)]
@@ -485,7 +493,7 @@ impl Table {
 
     /// Applies a network mark sent at `mark.unix_ms`, judged against the central's `now_unix_ms`.
     pub fn handle_mark(&mut self, now_unix_ms: u64, mark: NetworkMark) -> Result<(), DropReason> {
-        let fresh = now_unix_ms.abs_diff(mark.unix_ms) <= MARK_CLOCK_SKEW_MS;
+        let fresh = within_clock_skew(now_unix_ms, mark.unix_ms);
         let newer = self
             .marks
             .get(&mark.alternate)
