@@ -5,18 +5,19 @@
 //! progress get `tftp.shutdown_grace_ms` to finish (the rest end with an ERROR); SIGHUP re-reads
 //! the config (see [`Alternate::run`]); SIGUSR1 toggles draining (no new clients are sent here,
 //! transfers in progress finish).
-
 //!
 //! This module binds and runs; the config files served are in `configs`, the host figures in
-//! `sampler`, the sending of reports in `reporter`.
+//! `sampler`, the sending of reports in `reporter`, the state file in `state_file`.
 
 mod configs;
 mod reporter;
 mod sampler;
+mod state_file;
 
 pub use configs::{BootCounters, ConfigSource};
 use reporter::Reporter;
 use sampler::{link_speed, process_cpu_time, SystemSampler};
+use state_file::StateKeeper;
 
 use std::cell::RefCell;
 use std::io;
@@ -36,9 +37,8 @@ use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
 use crate::metrics::render;
 use crate::metrics::server::MetricsServer;
-use crate::report::capacity::{CapacityEstimator, Learned};
+use crate::report::capacity::CapacityEstimator;
 use crate::report::monitor::{digest_of, hash_dir, HashedFile, Identity, Monitor, Observed};
-use crate::report::state::AlternateState;
 use crate::report::wire::{hex, AltState, Message};
 use crate::tftp::progress::Progress;
 use crate::tftp::server::{Server, Tuning};
@@ -49,10 +49,6 @@ const EDGE_CHECK: Duration = Duration::from_millis(20);
 /// The capacity assumed before anything is measured, when the network interface does not say
 /// its speed: 1 Gbit/s.
 const DEFAULT_PRIOR: u64 = 125_000_000;
-/// The state file is rewritten when the learned capacity moved this much (per mille) or this
-/// long after the last write, not every report: appliances keep it on flash.
-const SAVE_CHANGE_PERMILLE: u64 = 50;
-const SAVE_EVERY: Duration = Duration::from_secs(600);
 
 /// Runs an alternate until it stops: binds, drops to `user` if asked, then serves; `reload`
 /// re-reads the config on SIGHUP.
@@ -384,86 +380,9 @@ impl Alternate {
     }
 }
 
+/// A rate for the log, in MB/s.
 fn mb_per_sec(bytes_per_sec: u64) -> String {
     format!("{:.1} MB/s", bytes_per_sec as f64 / 1e6)
-}
-
-/// The state file: read and counted at start, rewritten when what was learned moves.
-struct StateKeeper {
-    path: Option<PathBuf>,
-    state: AlternateState,
-    /// When it was last written.
-    written: Instant,
-}
-
-impl StateKeeper {
-    /// Reads the state file (a missing or broken one starts afresh), counts this start and
-    /// writes it back at once: the boot count must be on disk before the first report.
-    fn start(path: Option<PathBuf>) -> StateKeeper {
-        let mut state = AlternateState::default();
-        if let Some(path) = &path {
-            match std::fs::read_to_string(path) {
-                Ok(text) => match AlternateState::parse(&text) {
-                    Ok(read) => state = read,
-                    Err(e) => log::warning!("alternate: {}: {e}; starting afresh", path.display()),
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warning!("alternate: cannot read {}: {e}", path.display()),
-            }
-        }
-        state.boot_count += 1;
-        let mut keeper = StateKeeper {
-            path,
-            state,
-            written: Instant::now(),
-        };
-        keeper.write();
-        keeper
-    }
-
-    /// Writes the state if the learned capacity moved enough, or long enough ago.
-    fn keep(&mut self, now: Instant, id: &str, learned: Option<Learned>) {
-        let saved = self.state.capacity.learned.map(|l| l.bytes_per_sec);
-        let moved = match (saved, learned) {
-            (None, Some(_)) => true,
-            (Some(old), Some(new)) => {
-                old.abs_diff(new.bytes_per_sec) * 1000 > old * SAVE_CHANGE_PERMILLE
-            }
-            _ => false,
-        };
-        if moved {
-            if let Some(l) = learned {
-                log::info!(
-                    "alternate {id}: link capacity now {} ({} s of backlogged measurement)",
-                    mb_per_sec(l.bytes_per_sec),
-                    l.evidence.as_secs()
-                );
-            }
-        }
-        if moved || (learned.is_some() && now.duration_since(self.written) >= SAVE_EVERY) {
-            self.save(learned);
-        }
-    }
-
-    /// Writes what was learned (or keeps what was read, if nothing was learned since).
-    fn save(&mut self, learned: Option<Learned>) {
-        self.state.capacity.learned = learned.or(self.state.capacity.learned);
-        self.state.capacity.saved_unix_ms = crate::sys::unix_ms();
-        self.write();
-    }
-
-    /// Writes the file whole (a new file renamed over the old one, so a power cut leaves
-    /// one or the other).
-    fn write(&mut self) {
-        self.written = Instant::now();
-        let Some(path) = &self.path else { return };
-        let new = path.with_extension("new");
-        let result =
-            std::fs::write(&new, self.state.render()).and_then(|()| std::fs::rename(&new, path));
-        if let Err(e) = result {
-            log::warning!("alternate: cannot write {}: {e}", path.display());
-        }
-    }
 }
 
 /// What an alternate runs with, for reloads and the stop.
