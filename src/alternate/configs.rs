@@ -28,7 +28,7 @@ pub struct ConfigSource {
 /// What the config files served say about the boots that started here.
 #[derive(Debug, Default)]
 pub struct BootCounters {
-    /// Configs served.
+    /// Config files served, each one a boot that started here.
     pub started: AtomicU64,
     /// Bytes of the boot files they name, summed.
     pub booked_bytes: AtomicU64,

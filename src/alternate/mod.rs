@@ -38,7 +38,9 @@ use crate::log;
 use crate::metrics::render;
 use crate::metrics::server::MetricsServer;
 use crate::report::capacity::CapacityEstimator;
-use crate::report::monitor::{digest_of, hash_dir, HashedFile, Identity, Monitor, Observed};
+use crate::report::monitor::{
+    digest_of, hash_dir, AlternateIdentity, HashedFile, Monitor, Observed,
+};
 use crate::report::wire::{hex, AltState, Message};
 use crate::tftp::progress::Progress;
 use crate::tftp::server::{Server, Tuning};
@@ -206,7 +208,7 @@ impl Alternate {
             }
         );
         let monitor = Monitor::new(
-            Identity {
+            AlternateIdentity {
                 alternate: config.id.clone(),
                 addresses,
                 http_addresses: match &http {

@@ -38,7 +38,7 @@ pub enum Handled {
     Answered,
     /// Dropped and counted.
     Dropped {
-        /// Why.
+        /// The reason it is counted under.
         why: DropReason,
         /// What it was, in words ("report from alt1 (sequence 7)").
         what: String,

@@ -74,9 +74,9 @@ pub enum ListOrder {
 /// A per-subnet cost: clients in `net/prefix` see `alternate`'s score raised by `percent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetCost {
-    /// Network address.
+    /// The subnet's network address (host bits zero).
     pub net: Ipv4Addr,
-    /// Prefix length.
+    /// How many leading bits of `net` a client's address must share.
     pub prefix: u8,
     /// The alternate it applies to.
     pub alternate: String,
@@ -188,9 +188,9 @@ pub enum Event {
     Changed {
         /// Its id.
         id: String,
-        /// Before.
+        /// The phase it was in until now.
         from: Phase,
-        /// Now.
+        /// The phase it is in from now on.
         to: Phase,
     },
     /// An alternate that left or went silent was removed from the table.
@@ -213,7 +213,7 @@ impl fmt::Display for Event {
 /// One alternate in a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ranked {
-    /// Alternate id.
+    /// The id the alternate reports under.
     pub id: String,
     /// Addresses for clients, best first.
     pub addresses: Vec<SocketAddr>,

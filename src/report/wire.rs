@@ -71,7 +71,7 @@ pub enum AltState {
     Serving,
     /// Finishes its transfers, takes no new clients.
     Draining,
-    /// Shutting down.
+    /// Shutting down: centrals stop listing it at once.
     Leaving,
 }
 
@@ -111,7 +111,7 @@ pub struct LoadReport {
     pub load_avg_centi: u32,
     /// SHA-256 over the boot-file set served.
     pub digest: [u8; 32],
-    /// Serving state.
+    /// Whether it takes new clients (serving), finishes only (draining) or is going away.
     pub state: AltState,
     // Appended fields (see the module documentation: zero means "not known").
     /// How many times this alternate has started, kept in its state file (0: it keeps none).
@@ -138,7 +138,7 @@ pub struct LoadReport {
 /// A network path mark set by an operator or another service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PathState {
-    /// No penalty.
+    /// No penalty: the score stands as measured.
     Clear,
     /// Congested: the score is multiplied by `penalty_percent / 100`.
     Congested {
@@ -172,9 +172,9 @@ impl fmt::Display for AltState {
 /// Kind 4: mark an alternate's network path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkMark {
-    /// Alternate id.
+    /// The id of the alternate whose path is marked.
     pub alternate: String,
-    /// New state.
+    /// The path's state from now on.
     pub state: PathState,
     /// Sender's wall clock, Unix milliseconds: marks older than the last one applied, or more
     /// than a minute away from the central's clock, are dropped (replay protection).
@@ -213,7 +213,7 @@ pub struct StatusRow {
 pub struct StatusAnswer {
     /// The request's nonce.
     pub nonce: u64,
-    /// Rows.
+    /// One row per alternate in the table.
     pub rows: Vec<StatusRow>,
     /// Reports dropped since start, by reason: bad tag, replayed, unknown alternate, malformed.
     pub dropped: [u64; 4],
