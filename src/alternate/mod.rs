@@ -335,11 +335,7 @@ impl Alternate {
                     state.keep(now, &config.id, monitor.capacity().learned());
                 }
                 running.finish_rehash(&config.id, &mut monitor);
-                // The pacer sends a little above the capacity learned so far (so that a faster
-                // link shows itself, see report::capacity), never above the configured cap;
-                // unpaced while neither is known.
-                let learned = monitor.capacity().pacing_rate();
-                let rate = running.rate_cap.into_iter().chain(learned).min();
+                let rate = monitor.pacing_rate(running.rate_cap);
                 if pacer.rate() != rate {
                     pacer.set_rate(rate);
                 }
@@ -351,12 +347,8 @@ impl Alternate {
                     .await;
                 match signal {
                     Some(Request::ToggleDrain) => {
-                        let next = match monitor.state() {
-                            AltState::Draining => AltState::Serving,
-                            _ => AltState::Draining,
-                        };
+                        let next = monitor.toggle_drain();
                         log::info!("alternate {}: now {next}", config.id);
-                        monitor.set_state(next);
                     }
                     Some(Request::Reload) => match reload() {
                         Ok(new) => running.apply(&config.id, new, &mut monitor, &reporter, &tuning),

@@ -108,6 +108,24 @@ impl Monitor {
         }
     }
 
+    /// The operator's drain toggle: serving becomes draining, draining serving again (leaving
+    /// becomes draining). Returns the new state; the next poll reports it.
+    pub fn toggle_drain(&mut self) -> AltState {
+        let next = match self.state {
+            AltState::Draining => AltState::Serving,
+            _ => AltState::Draining,
+        };
+        self.set_state(next);
+        next
+    }
+
+    /// The rate to pace all transfers at: a little above the capacity learned so far (so that
+    /// a faster link shows itself, see [`CapacityEstimator::pacing_rate`]), never above the
+    /// configured `cap`; `None` (unpaced) while neither is known.
+    pub fn pacing_rate(&self, cap: Option<u64>) -> Option<u64> {
+        cap.into_iter().chain(self.capacity.pacing_rate()).min()
+    }
+
     /// Changes the serving state; the next poll reports it.
     pub fn set_state(&mut self, state: AltState) {
         if state != self.state {
@@ -499,5 +517,17 @@ mod tests {
         std::fs::write(b.path().join("initrd"), b"INITRD").unwrap();
         std::fs::rename(b.path().join("initrd"), b.path().join("initrd2")).unwrap();
         assert_ne!(same, digest_dir(b.path()).unwrap());
+    }
+
+    #[test]
+    fn drain_toggles_and_pacing_stays_under_the_cap() {
+        let mut m = monitor();
+        assert_eq!(m.toggle_drain(), AltState::Draining);
+        assert_eq!(m.toggle_drain(), AltState::Serving);
+        m.set_state(AltState::Leaving);
+        assert_eq!(m.toggle_drain(), AltState::Draining);
+        // Nothing learned yet: only the cap paces.
+        assert_eq!(m.pacing_rate(None), None);
+        assert_eq!(m.pacing_rate(Some(5_000_000)), Some(5_000_000));
     }
 }
