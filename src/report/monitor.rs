@@ -134,11 +134,6 @@ impl Monitor {
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> AltState {
-        self.state
-    }
-
     /// What it reports about itself.
     pub fn identity(&self) -> &AlternateIdentity {
         &self.identity
