@@ -29,7 +29,7 @@ pub struct AlternateState {
 
 impl AlternateState {
     /// Whether `learned` differs enough from the saved capacity to be written now: something
-    /// learned for the first time, or a move of more than [`SAVE_CHANGE_PERMILLE`].
+    /// learned for the first time, or a move of more than 5 %.
     pub fn capacity_moved(&self, learned: Option<Learned>) -> bool {
         let saved = self.capacity.learned.map(|l| l.bytes_per_sec);
         match (saved, learned) {
