@@ -10,11 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{DropReason, Table};
+use super::{within_clock_skew, DropReason, Table, CLOCK_SKEW_MS};
 use crate::report::wire::{decode, encode, DecodeError, Key, Message, PathState, StatusAnswer};
 
-/// A status request more than this far from the central's clock is dropped.
-const STATUS_CLOCK_SKEW_MS: u64 = 60_000;
 /// Status requests remembered at most; beyond that, new ones are dropped until old ones age
 /// out (a flood of signed requests needs the key, and still gets no more than this).
 const MAX_ANSWERED: usize = 4096;
@@ -40,7 +38,7 @@ pub enum Handled {
     Answered,
     /// Dropped and counted.
     Dropped {
-        /// Why.
+        /// The reason it is counted under.
         why: DropReason,
         /// What it was, in words ("report from alt1 (sequence 7)").
         what: String,
@@ -129,7 +127,7 @@ impl ReportEndpoint {
                 }
             }
             Message::StatusRequest(request) => {
-                let fresh = now_unix_ms.abs_diff(request.unix_ms) <= STATUS_CLOCK_SKEW_MS;
+                let fresh = within_clock_skew(now_unix_ms, request.unix_ms);
                 if !fresh || !self.may_answer(now_unix_ms, request.nonce, from) {
                     table.count_drop(DropReason::Replayed);
                     let what = "status request".to_string();
@@ -163,7 +161,7 @@ impl ReportEndpoint {
     /// Whether a status request with `nonce` from `from` may be answered, remembering it.
     fn may_answer(&mut self, now_unix_ms: u64, nonce: u64, from: SocketAddr) -> bool {
         while let Some(&(at, old)) = self.answered_order.front() {
-            if now_unix_ms.saturating_sub(at) <= 2 * STATUS_CLOCK_SKEW_MS {
+            if now_unix_ms.saturating_sub(at) <= 2 * CLOCK_SKEW_MS {
                 break;
             }
             self.answered_order.pop_front();

@@ -52,8 +52,10 @@
 //! while longer so that their old reports cannot bring them back.
 
 mod endpoint;
+mod repeat;
 
 pub use endpoint::{Handled, ReportEndpoint};
+pub use repeat::RecentLists;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -74,9 +76,9 @@ pub enum ListOrder {
 /// A per-subnet cost: clients in `net/prefix` see `alternate`'s score raised by `percent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetCost {
-    /// Network address.
+    /// The subnet's network address (host bits zero).
     pub net: Ipv4Addr,
-    /// Prefix length.
+    /// How many leading bits of `net` a client's address must share.
     pub prefix: u8,
     /// The alternate it applies to.
     pub alternate: String,
@@ -188,9 +190,9 @@ pub enum Event {
     Changed {
         /// Its id.
         id: String,
-        /// Before.
+        /// The phase it was in until now.
         from: Phase,
-        /// Now.
+        /// The phase it is in from now on.
         to: Phase,
     },
     /// An alternate that left or went silent was removed from the table.
@@ -213,7 +215,7 @@ impl fmt::Display for Event {
 /// One alternate in a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ranked {
-    /// Alternate id.
+    /// The id the alternate reports under.
     pub id: String,
     /// Addresses for clients, best first.
     pub addresses: Vec<SocketAddr>,
@@ -246,8 +248,14 @@ pub const DEPART_AFTER_SILENCE: Duration = Duration::from_secs(600);
 /// Departed alternates whose boot ids are remembered, and for how long.
 const MAX_DEPARTED: usize = 256;
 const REMEMBER_DEPARTED: Duration = Duration::from_secs(3600);
-/// A mark more than this far from the central's clock is dropped.
-const MARK_CLOCK_SKEW_MS: u64 = 60_000;
+/// A mark or status request more than this far from the central's clock is dropped.
+const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// Whether a message stamped `sent_unix_ms` by its sender's clock is close enough to the
+/// central's `now_unix_ms` to be taken: the replay window of marks and status requests.
+fn within_clock_skew(now_unix_ms: u64, sent_unix_ms: u64) -> bool {
+    now_unix_ms.abs_diff(sent_unix_ms) <= CLOCK_SKEW_MS
+}
 
 /// A client sent to an alternate that its reports do not show yet.
 #[derive(Debug, Clone, Copy)]
@@ -489,7 +497,7 @@ impl Table {
 
     /// Applies a network mark sent at `mark.unix_ms`, judged against the central's `now_unix_ms`.
     pub fn handle_mark(&mut self, now_unix_ms: u64, mark: NetworkMark) -> Result<(), DropReason> {
-        let fresh = now_unix_ms.abs_diff(mark.unix_ms) <= MARK_CLOCK_SKEW_MS;
+        let fresh = within_clock_skew(now_unix_ms, mark.unix_ms);
         let newer = self
             .marks
             .get(&mark.alternate)

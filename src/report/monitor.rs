@@ -28,24 +28,25 @@ pub struct SystemSample {
     pub load_avg_centi: u32,
 }
 
-/// What does not change between reports.
+/// How the alternate presents itself in every report: the fields that do not change between
+/// reports (a reload or a rehash replaces them whole, see [`Monitor::set_identity`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Alternate id.
+pub struct AlternateIdentity {
+    /// The id centrals know this alternate by (unique per site).
     pub alternate: String,
-    /// Addresses for clients.
+    /// The TFTP addresses clients are told to use, best first.
     pub addresses: Vec<SocketAddr>,
     /// HTTP addresses for clients (empty: no HTTP).
     pub http_addresses: Vec<SocketAddr>,
-    /// Random per start.
+    /// Random per start: centrals restart the sequence numbers with it.
     pub boot_id: u64,
     /// Starts so far, from the state file (0 without one).
     pub boot_count: u64,
-    /// Report interval.
+    /// Time between reports (centrals expire the alternate after three missed ones).
     pub interval: Duration,
-    /// Transfer limit.
+    /// The configured limit of concurrent transfers.
     pub max_transfers: u32,
-    /// Boot-file digest.
+    /// SHA-256 over the boot-file set served, so centrals can tell alternates that differ.
     pub digest: [u8; 32],
 }
 
@@ -68,7 +69,7 @@ pub struct Observed {
 /// Decides when to report and fills in the reports.
 #[derive(Debug)]
 pub struct Monitor {
-    identity: Identity,
+    identity: AlternateIdentity,
     state: AltState,
     sequence: u64,
     next_due: Option<Instant>,
@@ -92,7 +93,7 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor that reports at once, then every interval, with the capacity `capacity`
     /// learns.
-    pub fn new(identity: Identity, capacity: CapacityEstimator) -> Self {
+    pub fn new(identity: AlternateIdentity, capacity: CapacityEstimator) -> Self {
         Monitor {
             identity,
             state: AltState::Serving,
@@ -111,6 +112,24 @@ impl Monitor {
         }
     }
 
+    /// The operator's drain toggle: serving becomes draining, draining serving again (leaving
+    /// becomes draining). Returns the new state; the next poll reports it.
+    pub fn toggle_drain(&mut self) -> AltState {
+        let next = match self.state {
+            AltState::Draining => AltState::Serving,
+            _ => AltState::Draining,
+        };
+        self.set_state(next);
+        next
+    }
+
+    /// The rate to pace all transfers at: a little above the capacity learned so far (so that
+    /// a faster link shows itself, see [`CapacityEstimator::pacing_rate`]), never above the
+    /// configured `cap`; `None` (unpaced) while neither is known.
+    pub fn pacing_rate(&self, cap: Option<u64>) -> Option<u64> {
+        cap.into_iter().chain(self.capacity.pacing_rate()).min()
+    }
+
     /// Changes the serving state; the next poll reports it.
     pub fn set_state(&mut self, state: AltState) {
         if state != self.state {
@@ -119,18 +138,13 @@ impl Monitor {
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> AltState {
-        self.state
-    }
-
     /// What it reports about itself.
-    pub fn identity(&self) -> &Identity {
+    pub fn identity(&self) -> &AlternateIdentity {
         &self.identity
     }
 
     /// Changes what it reports about itself (a config reload); the next poll reports it.
-    pub fn set_identity(&mut self, identity: Identity) {
+    pub fn set_identity(&mut self, identity: AlternateIdentity) {
         if identity != self.identity {
             self.identity = identity;
             self.state_changed = true;
@@ -274,7 +288,7 @@ pub fn digest_dir(root: &Path) -> std::io::Result<[u8; 32]> {
 pub struct HashedFile {
     /// Relative to the root, `/`-separated.
     pub path: String,
-    /// Bytes.
+    /// Its size when hashed, in bytes.
     pub len: u64,
     /// Modification time before hashing (a file changed since has another).
     pub modified: Option<std::time::SystemTime>,
@@ -378,7 +392,7 @@ mod tests {
 
     fn monitor() -> Monitor {
         Monitor::new(
-            Identity {
+            AlternateIdentity {
                 alternate: "alt1".into(),
                 addresses: vec!["127.0.0.11:6901".parse().unwrap()],
                 http_addresses: Vec::new(),
@@ -544,5 +558,17 @@ mod tests {
         std::fs::write(b.path().join("initrd"), b"INITRD").unwrap();
         std::fs::rename(b.path().join("initrd"), b.path().join("initrd2")).unwrap();
         assert_ne!(same, digest_dir(b.path()).unwrap());
+    }
+
+    #[test]
+    fn drain_toggles_and_pacing_stays_under_the_cap() {
+        let mut m = monitor();
+        assert_eq!(m.toggle_drain(), AltState::Draining);
+        assert_eq!(m.toggle_drain(), AltState::Serving);
+        m.set_state(AltState::Leaving);
+        assert_eq!(m.toggle_drain(), AltState::Draining);
+        // Nothing learned yet: only the cap paces.
+        assert_eq!(m.pacing_rate(None), None);
+        assert_eq!(m.pacing_rate(Some(5_000_000)), Some(5_000_000));
     }
 }

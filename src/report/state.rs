@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use super::capacity::{Learned, SavedCapacity};
 
+/// The state file is rewritten when the learned capacity moved this much (per mille) since it
+/// was saved, not on every small change: appliances keep it on flash.
+const SAVE_CHANGE_PERMILLE: u64 = 50;
+
 /// The contents of the state file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AlternateState {
@@ -24,6 +28,19 @@ pub struct AlternateState {
 }
 
 impl AlternateState {
+    /// Whether `learned` differs enough from the saved capacity to be written now: something
+    /// learned for the first time, or a move of more than 5 %.
+    pub fn capacity_moved(&self, learned: Option<Learned>) -> bool {
+        let saved = self.capacity.learned.map(|l| l.bytes_per_sec);
+        match (saved, learned) {
+            (None, Some(_)) => true,
+            (Some(old), Some(new)) => {
+                old.abs_diff(new.bytes_per_sec) * 1000 > old * SAVE_CHANGE_PERMILLE
+            }
+            _ => false,
+        }
+    }
+
     /// Parses the file's text. Unknown keys are skipped (a newer version may add some).
     pub fn parse(text: &str) -> Result<AlternateState, String> {
         let mut state = AlternateState::default();
@@ -97,5 +114,24 @@ mod tests {
             AlternateState::parse("boot_count many\n"),
             Err("line 1: boot_count: \"many\" is not a number".into())
         );
+    }
+
+    #[test]
+    fn only_a_first_or_large_capacity_change_is_worth_a_write() {
+        let at = |bytes_per_sec| Learned {
+            bytes_per_sec,
+            evidence: Duration::from_secs(60),
+        };
+        let mut state = AlternateState::default();
+        assert!(!state.capacity_moved(None));
+        assert!(state.capacity_moved(Some(at(1_000_000))));
+        state.capacity.learned = Some(at(1_000_000));
+        assert!(
+            !state.capacity_moved(Some(at(1_050_000))),
+            "5 % is not enough"
+        );
+        assert!(state.capacity_moved(Some(at(1_050_001))));
+        assert!(state.capacity_moved(Some(at(940_000))));
+        assert!(!state.capacity_moved(None));
     }
 }

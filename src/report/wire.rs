@@ -72,7 +72,7 @@ pub enum AltState {
     Serving,
     /// Finishes its transfers, takes no new clients.
     Draining,
-    /// Shutting down.
+    /// Shutting down: centrals stop listing it at once.
     Leaving,
 }
 
@@ -139,7 +139,7 @@ pub struct LoadReport {
 /// A network path mark set by an operator or another service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PathState {
-    /// No penalty.
+    /// No penalty: the score stands as measured.
     Clear,
     /// Congested: the score is multiplied by `penalty_percent / 100`.
     Congested {

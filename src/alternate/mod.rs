@@ -5,151 +5,52 @@
 //! progress get `tftp.shutdown_grace_ms` to finish (the rest end with an ERROR); SIGHUP re-reads
 //! the config (see [`Alternate::run`]); SIGUSR1 toggles draining (no new clients are sent here,
 //! transfers in progress finish).
+//!
+//! This module binds and runs; the config files served are in `configs`, the host figures in
+//! `sampler`, the sending of reports in `reporter`, the state file in `state_file`.
+
+mod configs;
+mod reporter;
+mod sampler;
+mod state_file;
+
+pub use configs::{BootCounters, ConfigSource};
+use reporter::Reporter;
+use sampler::{link_speed, process_cpu_time, SystemSampler};
+use state_file::StateKeeper;
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use smol::future::FutureExt;
 use smol::net::UdpSocket;
 use smol::Timer;
-use sysinfo::System;
 
 use crate::config::AlternateConfig;
-use crate::formats::boot_config::{lookup_order, CONFIG_DIR, IPXE_CONFIG_DIR};
-use crate::formats::uboot;
 use crate::http::server::{Etags, HttpServer};
 use crate::lifecycle::{Control, Request, Requests, Shutdown};
 use crate::log;
 use crate::metrics::render;
 use crate::metrics::server::MetricsServer;
-use crate::report::capacity::{CapacityEstimator, Learned};
+use crate::report::capacity::CapacityEstimator;
 use crate::report::monitor::{
-    digest_of, hash_dir, HashedFile, Identity, Monitor, Observed, SystemSample,
+    digest_of, hash_dir, AlternateIdentity, HashedFile, Monitor, Observed,
 };
-use crate::report::state::AlternateState;
-use crate::report::wire::{encode, hex, AltState, Key, Message};
-use crate::tftp::path::SafePath;
+use crate::report::wire::{hex, AltState, Message};
 use crate::tftp::progress::Progress;
 use crate::tftp::server::{Server, Tuning};
-use crate::tftp::source::{Content, DirSource, FileSource, OpenError, Overlay};
+use crate::tftp::source::{DirSource, FileSource, Overlay};
 
 /// How often the monitor looks at the counters for edges (first transfer, last transfer).
 const EDGE_CHECK: Duration = Duration::from_millis(20);
 /// The capacity assumed before anything is measured, when the network interface does not say
 /// its speed: 1 Gbit/s.
 const DEFAULT_PRIOR: u64 = 125_000_000;
-/// The state file is rewritten when the learned capacity moved this much (per mille) or this
-/// long after the last write, not every report: appliances keep it on flash.
-const SAVE_CHANGE_PERMILLE: u64 = 50;
-const SAVE_EVERY: Duration = Duration::from_secs(600);
-
-/// Serves per-client config files: `bootherd.cfg/UUID/MAC/ARCH` answers with the first of
-/// `configs/uuid-UUID`, `configs/mac-MAC`, `configs/arch-ARCH`, `configs/default`, with
-/// `${alternate}` replaced by this alternate's id; `bootherd.ipxe/...` renders it as an iPXE
-/// script, `bootherd.uboot/...` as a U-Boot script image. Each one served counts as a boot started, of the bytes of the files it names.
-pub struct ConfigSource {
-    root: PathBuf,
-    id: String,
-    base_url: String,
-    boots: Arc<BootCounters>,
-}
-
-/// What the config files served say about the boots that started here.
-#[derive(Debug, Default)]
-pub struct BootCounters {
-    /// Configs served.
-    pub started: AtomicU64,
-    /// Bytes of the boot files they name, summed.
-    pub booked_bytes: AtomicU64,
-    /// Bytes of the boot files the last one names.
-    pub last_boot_bytes: AtomicU64,
-}
-
-impl ConfigSource {
-    /// Configs under `root/configs`, for alternate `id` reachable at `address`.
-    pub fn new(root: &std::path::Path, id: &str, address: SocketAddr) -> Self {
-        ConfigSource {
-            root: root.to_path_buf(),
-            id: id.to_string(),
-            base_url: format!("tftp://{address}"),
-            boots: Arc::default(),
-        }
-    }
-
-    /// The counters of config files served.
-    pub fn boots(&self) -> Arc<BootCounters> {
-        self.boots.clone()
-    }
-
-    /// The same configs for clients that fetch over HTTP from `address` (their iPXE scripts
-    /// name `http://` URLs), counted in the same boots.
-    pub fn over_http(&self, address: SocketAddr) -> Self {
-        ConfigSource {
-            root: self.root.clone(),
-            id: self.id.clone(),
-            base_url: format!("http://{address}"),
-            boots: self.boots.clone(),
-        }
-    }
-
-    /// Bytes of the files `config` names, as they are on disk now (missing ones count 0: the
-    /// client will fail on them, not wait for them).
-    fn boot_bytes(&self, config: &crate::formats::boot_config::BootConfig) -> u64 {
-        config
-            .all_files()
-            .map(|f| std::fs::metadata(self.root.join(&f.path)).map_or(0, |m| m.len()))
-            .sum()
-    }
-}
-
-impl FileSource for ConfigSource {
-    fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
-        let mut parts = path.as_str().split('/');
-        let dir = match parts.next() {
-            Some(dir @ (CONFIG_DIR | IPXE_CONFIG_DIR | uboot::CONFIG_DIR)) => dir,
-            _ => return Err(OpenError::NotFound),
-        };
-        let (uuid, mac, arch) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(u), Some(m), Some(a), None) => (u, m, a),
-            _ => return Err(OpenError::NotFound),
-        };
-        for name in lookup_order(uuid, mac, arch) {
-            let text = match std::fs::read_to_string(self.root.join("configs").join(&name)) {
-                Ok(text) => text,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(OpenError::Io(e)),
-            };
-            let text = text.replace("${alternate}", &self.id);
-            let config = crate::formats::boot_config::parse(&text).map_err(|e| {
-                log::warning!("alternate: configs/{name}: {e}");
-                OpenError::Denied("broken config file")
-            })?;
-            let bytes = self.boot_bytes(&config);
-            let body = match dir {
-                IPXE_CONFIG_DIR => config.render_ipxe(&self.base_url).into_bytes(),
-                uboot::CONFIG_DIR => match uboot::render_config(&config) {
-                    Ok(script) => uboot::script_image("bootherd config", &script),
-                    Err(e) => {
-                        log::warning!("alternate: configs/{name}: for U-Boot: {e}");
-                        return Err(OpenError::Denied("config not bootable by U-Boot"));
-                    }
-                },
-                _ => text.into_bytes(),
-            };
-            self.boots.started.fetch_add(1, Ordering::Relaxed);
-            self.boots.booked_bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.boots.last_boot_bytes.store(bytes, Ordering::Relaxed);
-            log::info!("alternate: {client}: boot config configs/{name} (uuid {uuid}, mac {mac}, arch {arch})");
-            return Ok(Content::Bytes(body.into()));
-        }
-        Err(OpenError::NotFound)
-    }
-}
 
 /// Runs an alternate until it stops: binds, drops to `user` if asked, then serves; `reload`
 /// re-reads the config on SIGHUP.
@@ -307,7 +208,7 @@ impl Alternate {
             }
         );
         let monitor = Monitor::new(
-            Identity {
+            AlternateIdentity {
                 alternate: config.id.clone(),
                 addresses,
                 http_addresses: match &http {
@@ -434,11 +335,7 @@ impl Alternate {
                     state.keep(now, &config.id, monitor.capacity().learned());
                 }
                 running.finish_rehash(&config.id, &mut monitor);
-                // The pacer sends a little above the capacity learned so far (so that a faster
-                // link shows itself, see report::capacity), never above the configured cap;
-                // unpaced while neither is known.
-                let learned = monitor.capacity().pacing_rate();
-                let rate = running.rate_cap.into_iter().chain(learned).min();
+                let rate = monitor.pacing_rate(running.rate_cap);
                 if pacer.rate() != rate {
                     pacer.set_rate(rate);
                 }
@@ -450,12 +347,8 @@ impl Alternate {
                     .await;
                 match signal {
                     Some(Request::ToggleDrain) => {
-                        let next = match monitor.state() {
-                            AltState::Draining => AltState::Serving,
-                            _ => AltState::Draining,
-                        };
+                        let next = monitor.toggle_drain();
                         log::info!("alternate {}: now {next}", config.id);
-                        monitor.set_state(next);
                     }
                     Some(Request::Reload) => match reload() {
                         Ok(new) => running.apply(&config.id, new, &mut monitor, &reporter, &tuning),
@@ -481,140 +374,9 @@ impl Alternate {
     }
 }
 
+/// A rate for the log, in MB/s.
 fn mb_per_sec(bytes_per_sec: u64) -> String {
     format!("{:.1} MB/s", bytes_per_sec as f64 / 1e6)
-}
-
-/// The state file: read and counted at start, rewritten when what was learned moves.
-struct StateKeeper {
-    path: Option<PathBuf>,
-    state: AlternateState,
-    /// When it was last written.
-    written: Instant,
-}
-
-impl StateKeeper {
-    /// Reads the state file (a missing or broken one starts afresh), counts this start and
-    /// writes it back at once: the boot count must be on disk before the first report.
-    fn start(path: Option<PathBuf>) -> StateKeeper {
-        let mut state = AlternateState::default();
-        if let Some(path) = &path {
-            match std::fs::read_to_string(path) {
-                Ok(text) => match AlternateState::parse(&text) {
-                    Ok(read) => state = read,
-                    Err(e) => log::warning!("alternate: {}: {e}; starting afresh", path.display()),
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warning!("alternate: cannot read {}: {e}", path.display()),
-            }
-        }
-        state.boot_count += 1;
-        let mut keeper = StateKeeper {
-            path,
-            state,
-            written: Instant::now(),
-        };
-        keeper.write();
-        keeper
-    }
-
-    /// Writes the state if the learned capacity moved enough, or long enough ago.
-    fn keep(&mut self, now: Instant, id: &str, learned: Option<Learned>) {
-        let saved = self.state.capacity.learned.map(|l| l.bytes_per_sec);
-        let moved = match (saved, learned) {
-            (None, Some(_)) => true,
-            (Some(old), Some(new)) => {
-                old.abs_diff(new.bytes_per_sec) * 1000 > old * SAVE_CHANGE_PERMILLE
-            }
-            _ => false,
-        };
-        if moved {
-            if let Some(l) = learned {
-                log::info!(
-                    "alternate {id}: link capacity now {} ({} s of backlogged measurement)",
-                    mb_per_sec(l.bytes_per_sec),
-                    l.evidence.as_secs()
-                );
-            }
-        }
-        if moved || (learned.is_some() && now.duration_since(self.written) >= SAVE_EVERY) {
-            self.save(learned);
-        }
-    }
-
-    /// Writes what was learned (or keeps what was read, if nothing was learned since).
-    fn save(&mut self, learned: Option<Learned>) {
-        self.state.capacity.learned = learned.or(self.state.capacity.learned);
-        self.state.capacity.saved_unix_ms = crate::sys::unix_ms();
-        self.write();
-    }
-
-    /// Writes the file whole (a new file renamed over the old one, so a power cut leaves
-    /// one or the other).
-    fn write(&mut self) {
-        self.written = Instant::now();
-        let Some(path) = &self.path else { return };
-        let new = path.with_extension("new");
-        let result =
-            std::fs::write(&new, self.state.render()).and_then(|()| std::fs::rename(&new, path));
-        if let Err(e) = result {
-            log::warning!("alternate: cannot write {}: {e}", path.display());
-        }
-    }
-}
-
-/// The speed of the network interface that `ip` is on, bytes/s, where the kernel knows it (not
-/// for loopback, nor for most wireless links). Read from /proc and /sys rather than asked over
-/// netlink, which the packaged units do not allow.
-fn link_speed(ip: IpAddr) -> Option<u64> {
-    let name = match ip {
-        IpAddr::V4(v4) => {
-            let routes = std::fs::read_to_string("/proc/net/route").ok()?;
-            interface_of_v4(&routes, v4)?
-        }
-        IpAddr::V6(v6) => {
-            let addresses = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
-            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
-            addresses
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                .find(|f| f.first() == Some(&hex.as_str()))?
-                .get(5)?
-                .to_string()
-        }
-    };
-    let mbit: u64 = std::fs::read_to_string(format!("/sys/class/net/{name}/speed"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (mbit > 0).then_some(mbit * 125_000)
-}
-
-/// The interface of the most specific route in `/proc/net/route` (addresses in hex, in the
-/// kernel's byte order) whose network holds `ip`.
-fn interface_of_v4(routes: &str, ip: Ipv4Addr) -> Option<String> {
-    let ip = u32::from_le_bytes(ip.octets());
-    routes
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let field = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
-            let (destination, mask) = (field(1)?, field(7)?);
-            (ip & mask == destination).then(|| (mask.count_ones(), f[0].to_string()))
-        })
-        .max_by_key(|(bits, _)| *bits)
-        .map(|(_, name)| name)
-}
-
-/// CPU time the process has used.
-fn process_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(
-        t.tv_sec.max(0) as u64,
-        t.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }
 
 /// What an alternate runs with, for reloads and the stop.
@@ -730,159 +492,4 @@ fn list(addresses: &[SocketAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Sends signed messages to every central (key and centrals change with a reload).
-struct Reporter {
-    key: RefCell<Key>,
-    centrals: RefCell<Vec<SocketAddr>>,
-    socket: UdpSocket,
-}
-
-impl Reporter {
-    async fn send(&self, message: &Message) {
-        let bytes = match encode(message, &self.key.borrow()) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::warning!("report: cannot encode: {e}");
-                return;
-            }
-        };
-        // A copy: a reload may change the list while a send waits.
-        let centrals = self.centrals.borrow().clone();
-        for central in &centrals {
-            if let Err(e) = self.socket.send_to(&bytes, central).await {
-                log::debug!("report: to {central}: {e}");
-            }
-        }
-    }
-}
-
-/// CPU, memory and load average from sysinfo; zeros where the platform gives nothing (the
-/// report then shows no pressure rather than failing).
-struct SystemSampler {
-    system: Option<System>,
-}
-
-impl SystemSampler {
-    fn new() -> Self {
-        let system = System::new()
-            .map_err(|e| log::warning!("alternate: no CPU/memory figures: {e}"))
-            .ok();
-        SystemSampler { system }
-    }
-
-    fn sample(&mut self) -> SystemSample {
-        let load_avg_centi = System::load_average().map_or(0, |l| {
-            (l.one * 100.0).clamp(0.0, f64::from(u32::MAX)) as u32
-        });
-        let Some(system) = &mut self.system else {
-            return SystemSample {
-                load_avg_centi,
-                ..SystemSample::default()
-            };
-        };
-        system.refresh_cpu_usage();
-        system.refresh_memory();
-        let total = system.total_memory().max(1);
-        SystemSample {
-            cpu_permille: (system.global_cpu_usage() * 10.0).clamp(0.0, 1000.0) as u16,
-            mem_permille: (system.used_memory() * 1000 / total).min(1000) as u16,
-            load_avg_centi,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::TempDir;
-    use crate::tftp::path::sanitize;
-
-    #[test]
-    fn the_interface_of_an_address_is_its_most_specific_route() {
-        let routes =
-            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
-            eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-            eth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
-            eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        let of = |ip: [u8; 4]| interface_of_v4(routes, Ipv4Addr::from(ip));
-        assert_eq!(of([10, 0, 0, 11]).as_deref(), Some("eth0"));
-        assert_eq!(of([192, 168, 0, 5]).as_deref(), Some("eth1"));
-        assert_eq!(
-            of([172, 16, 0, 1]).as_deref(),
-            Some("eth0"),
-            "the default route"
-        );
-    }
-
-    #[test]
-    fn config_lookup_order_and_substitution() {
-        let root = TempDir::new("alt-configs");
-        let configs = root.path().join("configs");
-        std::fs::create_dir_all(&configs).unwrap();
-        std::fs::write(
-            configs.join("default"),
-            "kernel k\ncmdline alt=${alternate}\n",
-        )
-        .unwrap();
-        std::fs::write(configs.join("mac-52-54-00-00-00-01"), "kernel mac-kernel\n").unwrap();
-        std::fs::write(configs.join("arch-11"), "kernel arm64\n").unwrap();
-        let src = ConfigSource::new(root.path(), "alt7", "127.0.0.17:69".parse().unwrap());
-        let client: SocketAddr = "127.0.0.1:1000".parse().unwrap();
-        let read = |p: &str| match src.open(&sanitize(p).unwrap(), client) {
-            Ok(Content::Bytes(b)) => String::from_utf8(b.to_vec()).unwrap(),
-            other => panic!("{p}: {other:?}"),
-        };
-        assert_eq!(
-            read("bootherd.cfg/-/52-54-00-00-00-01/11"),
-            "kernel mac-kernel\n"
-        );
-        assert_eq!(read("bootherd.cfg/-/-/11"), "kernel arm64\n");
-        assert_eq!(
-            read("bootherd.cfg/some-uuid/52-54-00-00-00-02/7"),
-            "kernel k\ncmdline alt=alt7\n"
-        );
-        assert_eq!(
-            read("bootherd.ipxe/-/-/7"),
-            "#!ipxe\nkernel tftp://127.0.0.17:69/k alt=alt7\nboot\n"
-        );
-        let uboot = |p: &str| match src.open(&sanitize(p).unwrap(), client) {
-            Ok(Content::Bytes(b)) => b,
-            other => panic!("{p}: {other:?}"),
-        };
-        assert_eq!(
-            uboot("bootherd.uboot/-/52:54:00:00:00:01/uboot-arm-armv8")[..],
-            uboot::script_image(
-                "bootherd config",
-                &uboot::render_config(
-                    &crate::formats::boot_config::parse("kernel mac-kernel\n").unwrap()
-                )
-                .unwrap()
-            )[..]
-        );
-        std::fs::write(configs.join("arch-22"), "kernel a;b\n").unwrap();
-        assert!(matches!(
-            src.open(
-                &sanitize("bootherd.uboot/-/-/uboot-arm-armv8").unwrap(),
-                client
-            ),
-            Err(OpenError::Denied(_))
-        ));
-        assert_eq!(src.boots().started.load(Ordering::Relaxed), 5);
-        // A boot is booked with the bytes of the files its config names, as they are on disk.
-        std::fs::write(root.path().join("k"), vec![0u8; 1000]).unwrap();
-        read("bootherd.cfg/-/-/7");
-        let boots = src.boots();
-        assert_eq!(boots.last_boot_bytes.load(Ordering::Relaxed), 1000);
-        assert_eq!(boots.booked_bytes.load(Ordering::Relaxed), 1000);
-        assert!(matches!(
-            src.open(&sanitize("bootherd.cfg/x").unwrap(), client),
-            Err(OpenError::NotFound)
-        ));
-        assert!(matches!(
-            src.open(&sanitize("kernel").unwrap(), client),
-            Err(OpenError::NotFound)
-        ));
-    }
 }
