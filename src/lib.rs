@@ -13,6 +13,26 @@
 //! - [`cli`]: the multi-call command line; [`config`]: the config file.
 //! - [`lifecycle`]: signals (stop, reload, drain) and the graceful stop; [`sys`]: the wall
 //!   clock and the kernel's randomness; [`log`]: log lines, journal priorities, rate limits.
+//! - `bootherd-proto` (`crates/proto`, `no_std`): the list and config formats, the DHCP packet
+//!   view, PXE option 43 and hex, shared with the NBP (`nbp/`).
+//!
+//! How a boot flows through the modules (cores in brackets, shells outside them):
+//!
+//! ```text
+//!  PXE client                central                                  alternate
+//!  ----------                -------                                  ---------
+//!  DHCPDISCOVER :67/4011 --> pxe::server --> [pxe::responder] --> proxy offer: NBP name
+//!  TFTP RRQ NBP, list  ----> tftp::server --> [tftp::endpoint, tftp::transfer]
+//!                            central::list <- [balance::Table::assign] <- report port
+//!                                 ^                                          |
+//!                                 |      [report::wire] signed UDP report    |
+//!                                 +---- central (balance::endpoint) <------- alternate::reporter
+//!                                                                             ^ [report::monitor,
+//!                                                                             |  report::capacity]
+//!  TFTP/HTTP config, kernel, initrd ----------------------------------------> tftp::server,
+//!                                                                             http::server,
+//!                                                                             alternate::configs
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,6 +1,6 @@
 //! The PXE shell: one proxyDHCP socket and one discovery socket per served interface, each
 //! answering with that interface's address (multi-homed routers), around the sans-IO
-//! [`respond`].
+//! [`respond`](super::responder::respond).
 
 use std::future::Future;
 use std::io;
