@@ -101,6 +101,25 @@ impl<C> Control<C> {
     }
 }
 
+/// Runs a bound server as a daemon until it stops: drops to `user` if asked, then `serve`s it
+/// with the process's signals. The drop comes first: it needs the process to have one thread,
+/// and the signals start another.
+pub fn run_daemon<S, C, F>(
+    bound: S,
+    user: Option<&str>,
+    reload: impl FnMut() -> Result<C, String> + 'static,
+    serve: impl FnOnce(S, Control<C>) -> F,
+) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    if let Some(user) = user {
+        crate::privileges::drop_to(user)?;
+    }
+    let control = Control::from_signals(reload)?;
+    smol::block_on(serve(bound, control))
+}
+
 /// A graceful stop shared by a server's tasks: once begun, new work is refused and work in
 /// progress may go on until the deadline. Cheap to check (one atomic load).
 #[derive(Debug, Clone)]

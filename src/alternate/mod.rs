@@ -59,13 +59,7 @@ pub fn run(
     user: Option<&str>,
     reload: impl FnMut() -> Result<AlternateConfig, String> + 'static,
 ) -> Result<(), String> {
-    let alternate = Alternate::bind(config)?;
-    if let Some(user) = user {
-        crate::privileges::drop_to(user)?;
-    }
-    // After the drop: that needs the process to have one thread, and signals start another.
-    let control = Control::from_signals(reload)?;
-    smol::block_on(alternate.run(control))
+    crate::lifecycle::run_daemon(Alternate::bind(config)?, user, reload, Alternate::run)
 }
 
 /// The address clients should use when the config names none: the TFTP address when it is a

@@ -255,11 +255,5 @@ pub fn run(
     user: Option<&str>,
     reload: impl FnMut() -> Result<CentralConfig, String> + 'static,
 ) -> Result<(), String> {
-    let central = Central::bind(config)?;
-    if let Some(user) = user {
-        crate::privileges::drop_to(user)?;
-    }
-    // After the drop: that needs the process to have one thread, and signals start another.
-    let control = Control::from_signals(reload)?;
-    smol::block_on(central.run(control))
+    crate::lifecycle::run_daemon(Central::bind(config)?, user, reload, Central::run)
 }
