@@ -645,7 +645,8 @@ impl Transfer {
         self.sent.burst_at = Some(now + self.round_trip.pacing_interval());
     }
 
-    /// Client progress at `now`: the back-off and the silence count start again.
+    /// Client progress at `now`: the silence count starts again. The back-off ends only where a
+    /// fresh round trip is known (ACK 0, or an ACK of a block sent once: Karn).
     fn progress(&mut self, now: Instant) {
         self.answered = true;
         self.progress_at = Some(now);
